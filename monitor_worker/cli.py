@@ -1,0 +1,301 @@
+"""The ``monitor-worker`` command.
+
+Exit codes: 0 ok; 1 an alert is firing (``check --fail-on-alert``) or unhealthy (``health``);
+2 the store or broker is unreachable, or the configuration is invalid (one line on stderr).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from .config import Settings, redact_url, redact_webhook, state_dir
+from .errors import MonitorError, QueueInspectionError
+from .report import format_summary
+from .monitor import MetricsMonitor
+from .store import REDIS_ERRORS, describe_error
+
+log = logging.getLogger("monitor_worker.cli")
+
+
+def _json(value: Any) -> None:
+    sys.stdout.write(json.dumps(value, indent=2, sort_keys=True, default=str) + "\n")
+
+
+def _monitor() -> MetricsMonitor:
+    from . import metrics_monitor
+
+    return metrics_monitor
+
+
+# -- commands -------------------------------------------------------------------------------------
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """Worker and beat in one process; an embedded Valkey when no Redis URL is configured."""
+    from .embedded import EmbeddedRedis
+
+    settings = Settings.from_env()
+    server: EmbeddedRedis | None = None
+    if not settings.redis_url_explicit and not settings.broker_url_explicit:
+        server = EmbeddedRedis().start()
+        # The Celery app and its pool processes read their settings from the environment.
+        os.environ["MONITOR_REDIS_URL"] = server.url
+        os.environ["CELERY_BROKER_URL"] = server.url
+        sys.stdout.write(f"MONITOR_REDIS_URL={server.url}\n")
+        sys.stdout.write(
+            "Set MONITOR_REDIS_URL to this in your app (local apps find it on their own).\n"
+        )
+        sys.stdout.flush()
+    try:
+        from .celery import app, worker_argv
+
+        app.worker_main(
+            worker_argv(beat=True, schedule_dir=state_dir(), concurrency=args.concurrency)
+        )
+    except SystemExit as exc:
+        return int(exc.code or 0) if isinstance(exc.code, int) else 0
+    finally:
+        if server is not None:
+            server.stop()
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    return run_demo(duration_s=args.duration)
+
+
+def cmd_summary(args: argparse.Namespace) -> int:
+    summary = _monitor().get_metrics_summary(now=args.now)
+    if args.json:
+        _json(summary)
+    else:
+        sys.stdout.write(format_summary(summary))
+    return 0
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    result = _monitor().check_alerts()
+    if args.json:
+        _json(result)
+    else:
+        for kind in ("fired", "resolved", "throttled", "silenced", "errors"):
+            for entry in result[kind]:
+                detail = entry.get("title") or entry.get("error") or ""
+                sys.stdout.write(f"{kind:<9} {entry['key']}  {detail}\n")
+        if not any(result.values()):
+            sys.stdout.write("all quiet\n")
+    if args.fail_on_alert and (result["fired"] or result["throttled"]):
+        return 1
+    return 0
+
+
+def cmd_alerts(args: argparse.Namespace) -> int:
+    from . import alerting
+
+    monitor = _monitor()
+    firing = alerting.firing_alerts(monitor.store(), monitor.settings)
+    if args.json:
+        _json(firing)
+        return 0
+    if not firing:
+        sys.stdout.write("no alert is firing\n")
+    for alert in firing:
+        sys.stdout.write(
+            f"{alert['key']}  since {_when(alert.get('since'))}  "
+            f"last sent {_when(alert.get('last_sent'))}  value {alert.get('last_value')}\n"
+        )
+    return 0
+
+
+def _when(ts: Any) -> str:
+    if not ts:
+        return "never"
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(float(ts)))
+
+
+def cmd_queues(args: argparse.Namespace) -> int:
+    from . import queues
+
+    settings = _monitor().settings
+    url = settings.inspected_broker_url
+    lengths = queues.inspect_queues(
+        url, settings.queues, transport_options=settings.queues_broker_transport_options
+    )
+    report = queues.queues_json(lengths, url, time.time())
+    if args.json:
+        _json(report)
+        return 0
+    sys.stdout.write(f"broker: {redact_url(url)}\n")
+    for name, q in report.items():
+        exists = "" if q["exists"] else "  (missing)"
+        prio = f"  priorities {q['priorities']}" if q.get("priorities") else ""
+        sys.stdout.write(f"{name:<30} {q['length']:>8}{exists}{prio}\n")
+    return 0
+
+
+def cmd_silence(args: argparse.Namespace) -> int:
+    from . import throttle
+
+    monitor = _monitor()
+    duration = throttle.parse_duration(args.duration)
+    throttle.add_silence(
+        monitor.store(), monitor.settings, args.key, duration, args.reason or "", time.time()
+    )
+    sys.stdout.write(f"silenced {args.key} for {args.duration}\n")
+    return 0
+
+
+def cmd_silences(args: argparse.Namespace) -> int:
+    from . import throttle
+
+    monitor = _monitor()
+    silences = throttle.list_silences(monitor.store(), monitor.settings, time.time())
+    if args.json:
+        _json(silences)
+        return 0
+    if not silences:
+        sys.stdout.write("no silences\n")
+    for s in silences:
+        sys.stdout.write(f"{s['pattern']}  until {_when(s.get('until'))}  {s.get('reason', '')}\n")
+    return 0
+
+
+def cmd_unsilence(args: argparse.Namespace) -> int:
+    from . import throttle
+
+    monitor = _monitor()
+    if throttle.remove_silence(monitor.store(), monitor.settings, args.key):
+        sys.stdout.write(f"removed silence {args.key}\n")
+        return 0
+    sys.stdout.write(f"no silence {args.key}\n")
+    return 1
+
+
+def cmd_test_slack(args: argparse.Namespace) -> int:
+    from . import slack
+    from .errors import SlackDeliveryError
+
+    settings = _monitor().settings
+    notice = slack.Notice(
+        key="test",
+        status="firing",
+        title="monitor-worker test message",
+        note="If you can read this, alerts from this deployment reach this channel.",
+    )
+    payload = slack.build_payload(
+        [notice], service=settings.service_name, environment=settings.environment
+    )
+    if not settings.slack_webhook_url:
+        sys.stdout.write("SLACK_WEBHOOK_URL is not set; alerts go to the console:\n")
+        sys.stdout.write(slack.render_console(payload) + "\n")
+        return 1
+    try:
+        slack.deliver(payload, settings.slack_webhook_url, timeout_s=settings.slack_timeout_s)
+    except SlackDeliveryError as exc:
+        sys.stdout.write(f"Slack refused the test message: {exc}\n")
+        return 1
+    sys.stdout.write(f"Slack accepted the test message ({redact_webhook(settings.slack_webhook_url)})\n")
+    return 0
+
+
+def cmd_health(args: argparse.Namespace) -> int:
+    from . import checks
+
+    report = checks.health(_monitor(), time.time())
+    if args.json:
+        _json(report)
+    else:
+        for name, value in report.items():
+            sys.stdout.write(f"{name:<20} {value}\n")
+    return 0 if report["healthy"] else 1
+
+
+def cmd_aggregate(args: argparse.Namespace) -> int:
+    result = _monitor().aggregate()
+    sys.stdout.write(f"aggregated {result.events} events in {result.batches} batches\n")
+    return 0
+
+
+# -- plumbing -----------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="monitor-worker", description="Watch a web service and alert on Slack."
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def add(name: str, func: Callable[[argparse.Namespace], int], help_: str) -> Any:
+        p = sub.add_parser(name, help=help_)
+        p.set_defaults(func=func)
+        return p
+
+    p = add("run", cmd_run, "worker and beat in one process (embedded Valkey by default)")
+    p.add_argument("--concurrency", type=int, default=0, help="worker processes (default: CPUs)")
+    p = add("demo", cmd_demo, "run with synthetic traffic that trips the alert rules")
+    p.add_argument("--duration", type=float, default=0.0, help="seconds to run (default: until Ctrl-C)")
+    p = add("summary", cmd_summary, "the current window")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--now", type=float, default=None, help="evaluate the window ending then")
+    p = add("check", cmd_check, "aggregate, inspect queues, evaluate rules, deliver alerts")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--fail-on-alert", action="store_true", help="exit 1 when an alert is firing")
+    p = add("alerts", cmd_alerts, "alerts firing now")
+    p.add_argument("--json", action="store_true")
+    p = add("queues", cmd_queues, "broker queue lengths")
+    p.add_argument("--json", action="store_true")
+    p = add("silence", cmd_silence, "silence an alert key or a prefix ending in *")
+    p.add_argument("key")
+    p.add_argument("--for", dest="duration", required=True, help="30s, 15m, 2h, 1d")
+    p.add_argument("--reason", default="")
+    p = add("silences", cmd_silences, "active silences")
+    p.add_argument("--json", action="store_true")
+    p = add("unsilence", cmd_unsilence, "remove a silence")
+    p.add_argument("key")
+    add("test-slack", cmd_test_slack, "send one test message to SLACK_WEBHOOK_URL")
+    p = add("health", cmd_health, "heartbeats, backlog and outbox (exit 1 when unhealthy)")
+    p.add_argument("--json", action="store_true")
+    add("aggregate", cmd_aggregate, "drain pending events into the window now")
+    return parser
+
+
+def _setup_logging(verbose: bool) -> None:
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    # urllib3 logs request paths at DEBUG; the path of a Slack webhook is its secret.
+    logging.getLogger("urllib3").setLevel(logging.INFO)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    _setup_logging(args.verbose)
+    try:
+        return int(args.func(args))
+    except (MonitorError, QueueInspectionError) as exc:
+        sys.stderr.write(f"monitor-worker: {exc}\n")
+        return 2
+    except REDIS_ERRORS as exc:
+        sys.stderr.write(f"monitor-worker: {describe_error(_monitor().settings, exc)}\n")
+        return 2
+    except ValueError as exc:
+        sys.stderr.write(f"monitor-worker: {exc}\n")
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,379 @@
+"""Settings: one frozen object, the only reader of ``os.environ``.
+
+Usage::
+
+    settings = Settings.from_env()          # fails naming the variable on a bad value
+    settings = Settings(redis_url="redis://127.0.0.1:6379/1", shards=2)
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import stat
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any, TypeVar
+from urllib.parse import urlsplit, urlunsplit
+
+from .errors import ConfigError
+
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+BUCKET_S = 60  # time-bucket width; the window is a whole number of buckets
+
+T = TypeVar("T")
+
+
+def redact_url(url: str | None) -> str:
+    """Return ``url`` with any password replaced by ``***`` (safe for logs and output)."""
+    if not url:
+        return ""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<unparseable url>"
+    if parts.password is None and not (parts.username and "@" in parts.netloc):
+        return url
+    host = parts.hostname or ""
+    if parts.port is not None:
+        host = f"{host}:{parts.port}"
+    user = parts.username or ""
+    return urlunsplit((parts.scheme, f"{user}:***@{host}", parts.path, parts.query, ""))
+
+
+def redact_webhook(url: str | None) -> str:
+    """Show only the scheme, host and the first path element of a webhook URL."""
+    if not url:
+        return "(not set)"
+    parts = urlsplit(url)
+    first = parts.path.strip("/").split("/")[0] if parts.path else ""
+    return f"{parts.scheme}://{parts.hostname}/{first}/***"
+
+
+def state_dir() -> Path:
+    """The per-user directory holding the embedded server's data and URL file."""
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "monitor-worker"
+
+
+def embedded_url_file() -> Path:
+    return state_dir() / "redis-url"
+
+
+def read_embedded_url() -> str | None:
+    """The URL recorded by a running ``monitor-worker run``, if the file is ours and private."""
+    path = embedded_url_file()
+    try:
+        info = path.stat()
+        if info.st_uid != os.getuid() or info.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+            return None
+        text = path.read_text(encoding="utf-8").strip()
+    except OSError:
+        return None
+    return text or None
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every knob of monitor-worker; see README.md for the environment variable of each."""
+
+    redis_url: str = DEFAULT_REDIS_URL
+    redis_url_explicit: bool = False
+    redis_cluster: bool = False
+    broker_url: str = DEFAULT_REDIS_URL
+    broker_url_explicit: bool = False
+    task_queue: str = "monitoring"
+    key_prefix: str = "monitoring:"
+    window_s: int = 3600
+    error_status_min: int = 500
+    aggregate_interval_s: float = 10.0
+    aggregate_batch: int = 10_000
+    check_interval_s: float = 30.0
+    queue_check_interval_s: float = 30.0
+    deliver_interval_s: float = 5.0
+    buffer_max: int = 100_000
+    flush_interval_s: float = 1.0
+    flush_batch: int = 2_000
+    flush_mode: str = "auto"
+    shards: int = 8
+    raw_max: int = 1_000_000
+    max_endpoints: int = 500
+    max_reasons: int = 100
+    error_rate_threshold: float = 5.0
+    payment_failure_threshold: int = 10
+    celery_queue_threshold: int = 100
+    api_response_threshold: float = 2.0
+    alert_throttle_s: int = 600
+    min_requests: int = 20
+    endpoints: tuple[str, ...] = ()
+    service_name: str = ""
+    environment: str = ""
+    send_resolved: bool = True
+    delivery_max_age_s: float = 3600.0
+    alert_group_max: int = 10
+    check_delivery_timeout_s: float = 30.0
+    slack_webhook_url: str = field(default="", repr=False)
+    slack_timeout_s: float = 10.0
+    queues: tuple[str, ...] = ("celery",)
+    queues_broker_url: str = ""
+    queues_broker_transport_options: Mapping[str, Any] = field(default_factory=dict)
+    queue_growth_checks: int = 3
+    queue_growth_min: int = 20
+    pending_threshold: int = 100_000
+
+    def __post_init__(self) -> None:
+        _check(self)
+
+    def __repr__(self) -> str:
+        shown = []
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name in ("redis_url", "broker_url", "queues_broker_url"):
+                value = redact_url(value)
+            elif f.name == "slack_webhook_url":
+                value = redact_webhook(value)
+            shown.append(f"{f.name}={value!r}")
+        return f"Settings({', '.join(shown)})"
+
+    @property
+    def window_buckets(self) -> int:
+        return math.ceil(self.window_s / BUCKET_S)
+
+    @property
+    def inspected_broker_url(self) -> str:
+        return self.queues_broker_url or self.broker_url
+
+    def with_overrides(self, **changes: Any) -> Settings:
+        return replace(self, **changes)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Build settings from the environment; a bad value raises ConfigError naming it."""
+        env = os.environ if environ is None else environ
+        r = _Reader(env)
+        redis_url = r.text("MONITOR_REDIS_URL", "")
+        explicit = bool(redis_url)
+        if not redis_url:
+            redis_url = read_embedded_url() or DEFAULT_REDIS_URL
+        broker = r.text("CELERY_BROKER_URL", "")
+        values: dict[str, Any] = dict(
+            redis_url=redis_url,
+            redis_url_explicit=explicit,
+            redis_cluster=r.flag("MONITOR_REDIS_CLUSTER", False),
+            broker_url=broker or redis_url,
+            broker_url_explicit=bool(broker),
+            task_queue=r.text("MONITOR_TASK_QUEUE", "monitoring"),
+            key_prefix=r.text("MONITOR_KEY_PREFIX", "monitoring:"),
+            window_s=r.integer("MONITOR_WINDOW_SECONDS", 3600),
+            error_status_min=r.integer("MONITOR_ERROR_STATUS_MIN", 500),
+            aggregate_interval_s=r.number("MONITOR_AGGREGATE_INTERVAL", 10.0),
+            aggregate_batch=r.integer("MONITOR_AGGREGATE_BATCH", 10_000),
+            check_interval_s=r.number("MONITOR_CHECK_INTERVAL", 30.0),
+            queue_check_interval_s=r.number("MONITOR_QUEUE_CHECK_INTERVAL", 30.0),
+            deliver_interval_s=r.number("MONITOR_DELIVER_INTERVAL", 5.0),
+            buffer_max=r.integer("MONITOR_BUFFER_MAX", 100_000),
+            flush_interval_s=r.number("MONITOR_FLUSH_INTERVAL", 1.0),
+            flush_batch=r.integer("MONITOR_FLUSH_BATCH", 2_000),
+            flush_mode=r.text("MONITOR_FLUSH_MODE", "auto"),
+            shards=r.integer("MONITOR_SHARDS", 8),
+            raw_max=r.integer("MONITOR_RAW_MAX", 1_000_000),
+            max_endpoints=r.integer("MONITOR_MAX_ENDPOINTS", 500),
+            max_reasons=r.integer("MONITOR_MAX_REASONS", 100),
+            error_rate_threshold=r.number("MONITOR_ERROR_RATE_THRESHOLD", 5.0),
+            payment_failure_threshold=r.integer("MONITOR_PAYMENT_FAILURE_THRESHOLD", 10),
+            celery_queue_threshold=r.integer("MONITOR_CELERY_QUEUE_THRESHOLD", 100),
+            api_response_threshold=r.number("MONITOR_API_RESPONSE_THRESHOLD", 2.0),
+            alert_throttle_s=r.integer("MONITOR_ALERT_THROTTLE_SECONDS", 600),
+            min_requests=r.integer("MONITOR_MIN_REQUESTS", 20),
+            endpoints=r.csv("MONITOR_ENDPOINTS", ()),
+            service_name=r.text("MONITOR_SERVICE_NAME", ""),
+            environment=r.text("MONITOR_ENVIRONMENT", ""),
+            send_resolved=r.flag("MONITOR_SEND_RESOLVED", True),
+            delivery_max_age_s=r.number("MONITOR_DELIVERY_MAX_AGE", 3600.0),
+            alert_group_max=r.integer("MONITOR_ALERT_GROUP_MAX", 10),
+            check_delivery_timeout_s=r.number("MONITOR_CHECK_DELIVERY_TIMEOUT", 30.0),
+            slack_webhook_url=r.text("SLACK_WEBHOOK_URL", ""),
+            slack_timeout_s=r.number("MONITOR_SLACK_TIMEOUT", 10.0),
+            queues=r.csv("MONITOR_QUEUES", ("celery",)),
+            queues_broker_url=r.text("MONITOR_QUEUES_BROKER_URL", ""),
+            queues_broker_transport_options=r.json_object(
+                "MONITOR_QUEUES_BROKER_TRANSPORT_OPTIONS"
+            ),
+            queue_growth_checks=r.integer("MONITOR_QUEUE_GROWTH_CHECKS", 3),
+            queue_growth_min=r.integer("MONITOR_QUEUE_GROWTH_MIN", 20),
+            pending_threshold=r.integer("MONITOR_PENDING_THRESHOLD", 100_000),
+        )
+        try:
+            return cls(**values)
+        except ConfigError as exc:
+            raise ConfigError(_env_name(str(exc))) from None
+
+
+# field name -> environment variable, for error messages raised by _check
+_ENV_OF_FIELD = {
+    "redis_url": "MONITOR_REDIS_URL",
+    "broker_url": "CELERY_BROKER_URL",
+    "task_queue": "MONITOR_TASK_QUEUE",
+    "key_prefix": "MONITOR_KEY_PREFIX",
+    "window_s": "MONITOR_WINDOW_SECONDS",
+    "error_status_min": "MONITOR_ERROR_STATUS_MIN",
+    "aggregate_interval_s": "MONITOR_AGGREGATE_INTERVAL",
+    "aggregate_batch": "MONITOR_AGGREGATE_BATCH",
+    "check_interval_s": "MONITOR_CHECK_INTERVAL",
+    "queue_check_interval_s": "MONITOR_QUEUE_CHECK_INTERVAL",
+    "deliver_interval_s": "MONITOR_DELIVER_INTERVAL",
+    "buffer_max": "MONITOR_BUFFER_MAX",
+    "flush_interval_s": "MONITOR_FLUSH_INTERVAL",
+    "flush_batch": "MONITOR_FLUSH_BATCH",
+    "flush_mode": "MONITOR_FLUSH_MODE",
+    "shards": "MONITOR_SHARDS",
+    "raw_max": "MONITOR_RAW_MAX",
+    "max_endpoints": "MONITOR_MAX_ENDPOINTS",
+    "max_reasons": "MONITOR_MAX_REASONS",
+    "error_rate_threshold": "MONITOR_ERROR_RATE_THRESHOLD",
+    "payment_failure_threshold": "MONITOR_PAYMENT_FAILURE_THRESHOLD",
+    "celery_queue_threshold": "MONITOR_CELERY_QUEUE_THRESHOLD",
+    "api_response_threshold": "MONITOR_API_RESPONSE_THRESHOLD",
+    "alert_throttle_s": "MONITOR_ALERT_THROTTLE_SECONDS",
+    "min_requests": "MONITOR_MIN_REQUESTS",
+    "delivery_max_age_s": "MONITOR_DELIVERY_MAX_AGE",
+    "alert_group_max": "MONITOR_ALERT_GROUP_MAX",
+    "check_delivery_timeout_s": "MONITOR_CHECK_DELIVERY_TIMEOUT",
+    "slack_webhook_url": "SLACK_WEBHOOK_URL",
+    "slack_timeout_s": "MONITOR_SLACK_TIMEOUT",
+    "queues": "MONITOR_QUEUES",
+    "queues_broker_url": "MONITOR_QUEUES_BROKER_URL",
+    "queue_growth_checks": "MONITOR_QUEUE_GROWTH_CHECKS",
+    "queue_growth_min": "MONITOR_QUEUE_GROWTH_MIN",
+    "pending_threshold": "MONITOR_PENDING_THRESHOLD",
+}
+
+
+def _env_name(message: str) -> str:
+    name, _, rest = message.partition(":")
+    return f"{_ENV_OF_FIELD.get(name, name)}:{rest}"
+
+
+_REDIS_SCHEMES = ("redis", "rediss", "unix")
+_BROKER_SCHEMES = ("redis", "rediss", "unix", "sentinel", "amqp", "amqps", "pyamqp", "memory")
+
+
+def _check(s: Settings) -> None:
+    def bad(name: str, why: str) -> None:
+        raise ConfigError(f"{name}: {why} (got {_shown(name, getattr(s, name))})")
+
+    if urlsplit(s.redis_url).scheme not in _REDIS_SCHEMES:
+        bad("redis_url", "must be a redis://, rediss:// or unix:// URL")
+    for name in ("broker_url", "queues_broker_url"):
+        value = getattr(s, name)
+        if value and urlsplit(value).scheme.split("+")[0] not in _BROKER_SCHEMES:
+            bad(name, "must be a redis://, rediss://, sentinel:// or amqp:// URL")
+    if not s.key_prefix or any(c in s.key_prefix for c in "{}"):
+        bad("key_prefix", "must be non-empty and contain no '{' or '}'")
+    if not s.task_queue:
+        bad("task_queue", "must be non-empty")
+    positive_ints = (
+        "window_s", "aggregate_batch", "buffer_max", "flush_batch", "shards", "raw_max",
+        "max_endpoints", "max_reasons", "alert_group_max", "queue_growth_checks",
+        "pending_threshold",
+    )
+    for name in positive_ints:
+        if getattr(s, name) < 1:
+            bad(name, "must be a whole number >= 1")
+    if s.window_s < BUCKET_S:
+        bad("window_s", f"must be at least {BUCKET_S}")
+    positive_floats = (
+        "aggregate_interval_s", "check_interval_s", "queue_check_interval_s",
+        "deliver_interval_s", "flush_interval_s", "delivery_max_age_s",
+        "check_delivery_timeout_s", "slack_timeout_s",
+    )
+    for name in positive_floats:
+        value = getattr(s, name)
+        if not (math.isfinite(value) and value > 0):
+            bad(name, "must be a number > 0")
+    non_negative = (
+        "error_rate_threshold", "payment_failure_threshold", "celery_queue_threshold",
+        "api_response_threshold", "alert_throttle_s", "min_requests", "queue_growth_min",
+    )
+    for name in non_negative:
+        value = getattr(s, name)
+        if not (math.isfinite(value) and value >= 0):
+            bad(name, "must be a number >= 0")
+    if not 100 <= s.error_status_min <= 599:
+        bad("error_status_min", "must be an HTTP status code 100-599")
+    if s.flush_mode not in ("auto", "thread", "inline"):
+        bad("flush_mode", "must be one of auto, thread, inline")
+    if s.shards > 1024:
+        bad("shards", "must be at most 1024")
+    if s.slack_webhook_url and urlsplit(s.slack_webhook_url).scheme not in ("http", "https"):
+        bad("slack_webhook_url", "must be an http(s) URL")
+    if not s.queues:
+        bad("queues", "must name at least one queue")
+
+
+def _shown(name: str, value: Any) -> str:
+    if name == "slack_webhook_url":
+        return redact_webhook(value)
+    if name.endswith("url"):
+        return repr(redact_url(value))
+    return repr(value)
+
+
+class _Reader:
+    """Parses environment values, raising ConfigError naming the variable."""
+
+    def __init__(self, env: Mapping[str, str]) -> None:
+        self.env = env
+
+    def _get(self, name: str, default: T, parse: Callable[[str], T], what: str) -> T:
+        raw = self.env.get(name)
+        if raw is None or raw.strip() == "":
+            return default
+        try:
+            return parse(raw.strip())
+        except (ValueError, TypeError):
+            shown = "***" if "URL" in name else repr(raw)
+            raise ConfigError(f"{name}: must be {what} (got {shown})") from None
+
+    def text(self, name: str, default: str) -> str:
+        return self._get(name, default, str, "text")
+
+    def integer(self, name: str, default: int) -> int:
+        return self._get(name, default, int, "a whole number")
+
+    def number(self, name: str, default: float) -> float:
+        def parse(raw: str) -> float:
+            value = float(raw)
+            if not math.isfinite(value):
+                raise ValueError(raw)
+            return value
+
+        return self._get(name, default, parse, "a number")
+
+    def flag(self, name: str, default: bool) -> bool:
+        def parse(raw: str) -> bool:
+            low = raw.lower()
+            if low in ("1", "true", "yes", "on"):
+                return True
+            if low in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(raw)
+
+        return self._get(name, default, parse, "one of 1/0, true/false, yes/no, on/off")
+
+    def csv(self, name: str, default: tuple[str, ...]) -> tuple[str, ...]:
+        def parse(raw: str) -> tuple[str, ...]:
+            return tuple(part.strip() for part in raw.split(",") if part.strip())
+
+        return self._get(name, default, parse, "a comma-separated list")
+
+    def json_object(self, name: str) -> dict[str, Any]:
+        def parse(raw: str) -> dict[str, Any]:
+            value = json.loads(raw)
+            if not isinstance(value, dict):
+                raise ValueError(raw)
+            return value
+
+        return self._get(name, {}, parse, "a JSON object")

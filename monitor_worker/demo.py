@@ -1,0 +1,91 @@
+"""``monitor-worker demo``: the embedded default plus synthetic traffic that trips the rules.
+
+Within about a minute the error-rate rule fires on ``/api/content/``, the slow-response rule
+on ``/api/accounts/login/`` and the payment rule; alerts go to the console (or to Slack when
+``SLACK_WEBHOOK_URL`` is set) from a real Celery worker with beat.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import subprocess
+import sys
+import time
+
+from .config import Settings, state_dir
+from .monitor import MetricsMonitor
+from .report import format_summary
+
+# Short intervals so the demo shows results quickly.
+DEMO_ENV = {
+    "MONITOR_AGGREGATE_INTERVAL": "2",
+    "MONITOR_CHECK_INTERVAL": "5",
+    "MONITOR_DELIVER_INTERVAL": "2",
+    "MONITOR_QUEUE_CHECK_INTERVAL": "10",
+}
+REASONS = ("Card declined", "Insufficient funds", "Expired card")
+
+
+def synthetic_request(rng: random.Random) -> tuple[str, float, int]:
+    """One request of the demo's traffic: healthy, erroring or slow, by endpoint."""
+    endpoint = rng.choice(("/api/review/today/", "/api/content/", "/api/accounts/login/"))
+    if endpoint == "/api/content/":
+        return endpoint, rng.lognormvariate(-1.8, 0.4), 500 if rng.random() < 0.12 else 200
+    if endpoint == "/api/accounts/login/":
+        slow = rng.random() < 0.2
+        return endpoint, rng.uniform(2.5, 3.5) if slow else rng.lognormvariate(-1.5, 0.3), 200
+    return endpoint, rng.lognormvariate(-1.6, 0.4), 200
+
+
+def run_demo(duration_s: float = 0.0) -> int:
+    from .embedded import EmbeddedRedis
+
+    settings = Settings.from_env()
+    server: EmbeddedRedis | None = None
+    env = dict(os.environ, **DEMO_ENV)
+    if not settings.redis_url_explicit and not settings.broker_url_explicit:
+        server = EmbeddedRedis().start()
+        env["MONITOR_REDIS_URL"] = env["CELERY_BROKER_URL"] = server.url
+        sys.stdout.write(f"MONITOR_REDIS_URL={server.url}\n")
+    monitor = MetricsMonitor(settings=Settings.from_env(env))
+    schedule = state_dir() / "demo-celerybeat-schedule"
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "celery", "-A", "monitor_worker", "worker", "--beat",
+         "--loglevel=WARNING", "--concurrency=1", "--schedule", str(schedule)],
+        env=env,
+        start_new_session=True,
+    )
+    sys.stdout.write("demo: synthetic traffic running; alerts appear within about a minute "
+                     "(Ctrl-C to stop)\n")
+    rng = random.Random()
+    started = time.monotonic()
+    next_table = started + 10
+    next_payment = started + 2
+    try:
+        while not duration_s or time.monotonic() - started < duration_s:
+            for _ in range(5):
+                monitor.track_api_request(*synthetic_request(rng))
+            if time.monotonic() >= next_payment:
+                monitor.track_payment_failure(rng.choice(REASONS), rng.choice((9900, 29000)))
+                next_payment += 2
+            if time.monotonic() >= next_table:
+                sys.stdout.write("\n" + format_summary(monitor.get_metrics_summary()))
+                sys.stdout.flush()
+                next_table += 15
+            if worker.poll() is not None:
+                sys.stderr.write("demo: the worker stopped\n")
+                return 1
+            time.sleep(0.1)  # pacing the synthetic traffic, ~50 requests per second
+    except KeyboardInterrupt:
+        pass
+    finally:
+        monitor.close()
+        worker.terminate()
+        try:
+            worker.wait(20)
+        except subprocess.TimeoutExpired:
+            worker.kill()
+        if server is not None:
+            server.stop()
+    return 0

@@ -1,0 +1,111 @@
+"""Every Redis key name and TTL, built in one place.
+
+Layout (``P`` is ``MONITOR_KEY_PREFIX``, ``s`` a shard number). Every key of a shard carries
+the Redis Cluster hash tag ``{s<n>}`` so one Lua script or MULTI touches one slot only::
+
+    P{s3}:raw                 list   raw events, LPUSHed by apps (oldest at the right)
+    P{s3}:leases              zset   claimed batch id -> lease deadline (ms)
+    P{s3}:batch:<id>          list   events claimed by an aggregator, until applied
+    P{s3}:push:<id>           string de-duplicates a retried push of one flush batch
+    P{s3}:m:<minute>          hash   one minute bucket of the shard's endpoints and reasons
+    P{s3}:roll                hash   the same fields summed over the current window
+    P{s3}:stats               hash   counters waiting to be folded into a bucket (raw_trimmed)
+    P{meta}:endpoints         set    admitted endpoints (cardinality cap)
+    P{meta}:reasons           set    admitted payment-failure reasons
+    P{alerts}:...             alert state, outbox, silences (see throttle.py)
+    P{queues}:...             queue samples (see queues.py)
+    P{meta}:heartbeat:<who>   string last time a worker/beat was seen
+"""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass
+
+# An hour of buckets plus the window again: a bucket must outlive its subtraction from the roll.
+RAW_TTL_S = 7 * 24 * 3600
+PUSH_DEDUPE_TTL_S = 3600
+LEASE_MS = 60_000
+
+
+def shard_of(name: str, shards: int) -> int:
+    """Stable shard of an endpoint or reason (the same in every process and host)."""
+    return zlib.crc32(name.encode("utf-8", "surrogatepass")) % shards
+
+
+@dataclass(frozen=True)
+class ShardKeys:
+    prefix: str
+    shard: int
+
+    @property
+    def base(self) -> str:
+        return f"{self.prefix}{{s{self.shard}}}:"
+
+    @property
+    def raw(self) -> str:
+        return self.base + "raw"
+
+    @property
+    def leases(self) -> str:
+        return self.base + "leases"
+
+    @property
+    def roll(self) -> str:
+        return self.base + "roll"
+
+    @property
+    def stats(self) -> str:
+        return self.base + "stats"
+
+    def batch(self, batch_id: str) -> str:
+        return f"{self.base}batch:{batch_id}"
+
+    def push(self, push_id: str) -> str:
+        return f"{self.base}push:{push_id}"
+
+    def minute(self, minute: int) -> str:
+        return f"{self.base}m:{minute}"
+
+
+@dataclass(frozen=True)
+class Keys:
+    """Key names for one deployment (one ``MONITOR_KEY_PREFIX``)."""
+
+    prefix: str
+    shards: int
+
+    def shard(self, shard: int) -> ShardKeys:
+        return ShardKeys(self.prefix, shard)
+
+    def all_shards(self) -> list[ShardKeys]:
+        return [ShardKeys(self.prefix, s) for s in range(self.shards)]
+
+    @property
+    def endpoints(self) -> str:
+        return f"{self.prefix}{{meta}}:endpoints"
+
+    @property
+    def reasons(self) -> str:
+        return f"{self.prefix}{{meta}}:reasons"
+
+    def heartbeat(self, who: str) -> str:
+        return f"{self.prefix}{{meta}}:heartbeat:{who}"
+
+    # alert state (throttle.py); all share the {alerts} tag so one script sees them all
+    @property
+    def alerts_base(self) -> str:
+        return f"{self.prefix}{{alerts}}:"
+
+    # queue samples (queues.py)
+    def queue_samples(self, queue: str) -> str:
+        return f"{self.prefix}{{queues}}:samples:{queue}"
+
+    @property
+    def queue_status(self) -> str:
+        return f"{self.prefix}{{queues}}:status"
+
+
+def bucket_ttl_s(window_s: int) -> int:
+    """Minute buckets outlive the window twice over, so the roll can always subtract them."""
+    return 2 * window_s + 600

@@ -1,0 +1,184 @@
+"""MetricsMonitor: the seed-compatible facade over tracking, the store, rules and queues."""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+from .config import Settings
+from .errors import MonitorError
+from .store import REDIS_ERRORS, Aggregator, Client, DrainResult, connect, describe_error
+from .store import read_window as _read_window
+from .tracking import Tracker
+
+# seed attribute -> (Settings field, environment variable)
+_THRESHOLDS = {
+    "ERROR_RATE_THRESHOLD": ("error_rate_threshold", "MONITOR_ERROR_RATE_THRESHOLD"),
+    "PAYMENT_FAILURE_THRESHOLD": ("payment_failure_threshold", "MONITOR_PAYMENT_FAILURE_THRESHOLD"),
+    "CELERY_QUEUE_THRESHOLD": ("celery_queue_threshold", "MONITOR_CELERY_QUEUE_THRESHOLD"),
+    "API_RESPONSE_THRESHOLD": ("api_response_threshold", "MONITOR_API_RESPONSE_THRESHOLD"),
+    "ALERT_THROTTLE_SECONDS": ("alert_throttle_s", "MONITOR_ALERT_THROTTLE_SECONDS"),
+}
+
+
+class _Threshold:
+    """The seed's default on the class; the effective setting on an instance."""
+
+    def __init__(self, default: float) -> None:
+        self.default = default
+        self.field = ""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.field = _THRESHOLDS[name][0]
+
+    def __get__(self, obj: MetricsMonitor | None, owner: type | None = None) -> Any:
+        if obj is None:
+            return self.default
+        return getattr(obj.settings, self.field)
+
+
+class MetricsMonitor(Tracker):
+    """Track events from the app; read windows and run checks from workers and shells.
+
+    Usage::
+
+        monitor = MetricsMonitor()                      # settings from the environment
+        monitor.track_api_request("/api/content/", 0.21, 200)
+        monitor.track_payment_failure("Card declined", 10000)
+        monitor.get_metrics_summary()
+
+    ``settings`` and ``redis`` (a client) may be passed in; by default both are made on first
+    use, after any fork. Subclasses may change the seed's threshold class attributes; an
+    environment variable still wins.
+    """
+
+    ERROR_RATE_THRESHOLD = _Threshold(5.0)
+    PAYMENT_FAILURE_THRESHOLD = _Threshold(10)
+    CELERY_QUEUE_THRESHOLD = _Threshold(100)
+    API_RESPONSE_THRESHOLD = _Threshold(2.0)
+    ALERT_THROTTLE_SECONDS = _Threshold(600)
+
+    def __init__(self, settings: Settings | None = None, redis: Client | None = None) -> None:
+        self._given_settings = settings
+        self._loaded_settings: Settings | None = None
+        self._given_client = redis
+        self._store_clients: dict[int, Client] = {}
+        super().__init__(lambda: self.settings, client=redis)
+
+    def __repr__(self) -> str:
+        return f"<MetricsMonitor {self._loaded_settings or self._given_settings or '(unloaded)'}>"
+
+    @property
+    def settings(self) -> Settings:
+        if self._loaded_settings is None:
+            self._loaded_settings = self._given_settings or self._settings_from_env()
+        return self._loaded_settings
+
+    def _settings_from_env(self) -> Settings:
+        settings = Settings.from_env()
+        changes: dict[str, Any] = {}
+        for name, (field, env) in _THRESHOLDS.items():
+            defined = next(k.__dict__[name] for k in type(self).__mro__ if name in k.__dict__)
+            if not isinstance(defined, _Threshold) and not os.environ.get(env):
+                changes[field] = defined
+        return settings.with_overrides(**changes) if changes else settings
+
+    def store(self) -> Client:
+        """The client used for reads, aggregation and checks (one per process)."""
+        if self._given_client is not None:
+            return self._given_client
+        pid = os.getpid()
+        client = self._store_clients.get(pid)
+        if client is None:
+            self._store_clients = {pid: connect(self.settings)}
+            client = self._store_clients[pid]
+        return client
+
+    # -- reading --------------------------------------------------------------------------------
+
+    def get_metrics_summary(
+        self, now: float | None = None, *, extra_queues: tuple[str, ...] = ()
+    ) -> dict[str, Any]:
+        """The window ending at ``now`` (default: now), with events not aggregated yet.
+
+        Flushes this process's buffer first. Raises MonitorError when the store is unreachable.
+        ``extra_queues`` adds queues measured by jobs (``check_celery_queue``) to ``celery``.
+        """
+        from . import queues
+
+        settings = self.settings
+        queue_settings = settings
+        if extra_queues:
+            names = tuple(dict.fromkeys(settings.queues + extra_queues))
+            queue_settings = settings.with_overrides(queues=names)
+        self.flush(timeout=5.0)
+        at = time.time() if now is None else float(now)
+        client = self.store()
+        try:
+            read = _read_window(client, settings, at)
+            celery = queues.queue_report(client, queue_settings, at)
+            broker = queues.broker_status(client, settings)
+        except REDIS_ERRORS as exc:
+            raise MonitorError(describe_error(settings, exc)) from None
+        window = read.window
+        return {
+            "timestamp": at,
+            "window_seconds": settings.window_s,
+            "api": window.api_section(),
+            "payments": window.payments_section(),
+            "celery": celery,
+            "queue_broker": broker,
+            "pending_events": read.pending_events,
+            "dropped_events": window.dropped(),
+            "endpoints_folded": window.counters.get("folded", 0),
+        }
+
+    # -- work a worker does -----------------------------------------------------------------------
+
+    def aggregate(
+        self, now: float | None = None, shards: list[int] | None = None, budget_s: float | None = None
+    ) -> DrainResult:
+        """Drain raw events into buckets (what the ``monitor_worker.aggregate`` task runs)."""
+        try:
+            return Aggregator(self.store(), self.settings).drain(
+                shards, now=now, budget_s=budget_s
+            )
+        except REDIS_ERRORS as exc:
+            raise MonitorError(describe_error(self.settings, exc)) from None
+
+    def check_queues(self, now: float | None = None) -> dict[str, Any]:
+        """Inspect the configured broker queues and record a sample of each."""
+        from . import checks
+
+        return checks.check_queues(self, time.time() if now is None else now)
+
+    def check_alerts(
+        self,
+        now: float | None = None,
+        *,
+        deliver: bool = True,
+        aggregate: bool = True,
+        inspect: bool = True,
+    ) -> dict[str, Any]:
+        """Aggregate, inspect queues, evaluate every rule and deliver what is due.
+
+        Returns ``{"fired": [...], "resolved": [...], "throttled": [...], "silenced": [...],
+        "errors": [...]}`` (the same as ``monitor-worker check --json``). The beat task turns
+        the three steps off: other tasks aggregate, inspect and deliver.
+        """
+        from . import checks
+
+        at = time.time() if now is None else now
+        return checks.run_check(self, at, deliver=deliver, aggregate=aggregate, inspect=inspect)
+
+    def check_celery_queue(
+        self, queue_name: str, queue_length: int, now: float | None = None
+    ) -> dict[str, Any]:
+        """The seed's call for jobs that measure a queue themselves: record the sample,
+        evaluate the queue rules and deliver a due alert before returning."""
+        from . import checks
+
+        return checks.check_measured_queue(
+            self, queue_name, queue_length, time.time() if now is None else now
+        )

@@ -1,0 +1,357 @@
+"""Redis I/O of the metrics pipeline: connecting, pushing raw events, draining them into
+buckets exactly once, and reading a window.
+
+Exactly once: an aggregator claims a batch of raw events into a leased batch list (CLAIM),
+folds it in Python, and applies the result with APPLY, which deletes the batch in the same
+atomic step. A worker killed before APPLY leaves the batch leased; once the lease runs out
+another aggregator takes it over (RECLAIM) and applies it. A batch already applied is gone,
+so applying it again (a retried command, a second aggregator) counts nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from . import scripts
+from .config import Settings, redact_url
+from .errors import MonitorError
+from .keys import LEASE_MS, PUSH_DEDUPE_TTL_S, RAW_TTL_S, Keys, ShardKeys, bucket_ttl_s
+from .windows import Delta, Window, bucket_of, cap_names, fold, window_start
+
+log = logging.getLogger("monitor_worker.store")
+
+Client = Any  # redis.Redis or redis.RedisCluster: both speak the commands used here
+
+REDIS_ERRORS: tuple[type[BaseException], ...] = (redis.RedisError, OSError)
+
+
+def connect(
+    settings: Settings,
+    *,
+    socket_timeout_s: float = 5.0,
+    connect_timeout_s: float = 2.0,
+    retries: bool = True,
+) -> Client:
+    """A client for the metrics store (Redis, Valkey, or a Redis Cluster when configured).
+
+    The scripts used here are idempotent, so redis-py's retry on connection errors is safe;
+    the tracking path turns retries off to keep an outage cheap for the app.
+    """
+    kwargs: dict[str, Any] = {
+        "socket_timeout": socket_timeout_s,
+        "socket_connect_timeout": connect_timeout_s,
+        "health_check_interval": 30,
+    }
+    if not retries:
+        kwargs["retry"] = Retry(NoBackoff(), 0)
+    if settings.redis_cluster:
+        from redis.cluster import RedisCluster
+
+        return RedisCluster.from_url(settings.redis_url, **kwargs)
+    return redis.Redis.from_url(settings.redis_url, **kwargs)
+
+
+def describe_error(settings: Settings, exc: BaseException) -> str:
+    """A one-line reason that never shows a password."""
+    text = str(exc).replace(settings.redis_url, redact_url(settings.redis_url))
+    return f"metrics store {redact_url(settings.redis_url)} unreachable: {text}"
+
+
+class Scripts:
+    """The registered Lua scripts for one client (redis-py reloads them after a restart)."""
+
+    def __init__(self, client: Client) -> None:
+        self.push = client.register_script(scripts.PUSH)
+        self.claim = client.register_script(scripts.CLAIM)
+        self.reclaim = client.register_script(scripts.RECLAIM)
+        self.admit = client.register_script(scripts.ADMIT)
+        self.apply = client.register_script(scripts.APPLY)
+
+
+def push_batches(
+    client: Client, scr: Scripts, settings: Settings, batches: Sequence[tuple[int, str, list[bytes]]]
+) -> None:
+    """Push (shard, push id, entries) batches in one pipeline; raises on a Redis fault.
+
+    A batch pushed again with the same id (after an unknown outcome) is not added twice.
+    """
+    keys = Keys(settings.key_prefix, settings.shards)
+    pipe = client.pipeline(transaction=False)
+    for shard, push_id, entries in batches:
+        sk = keys.shard(shard)
+        scr.push(
+            keys=[sk.raw, sk.push(push_id), sk.stats],
+            args=[settings.raw_max, PUSH_DEDUPE_TTL_S, *entries],
+            client=pipe,
+        )
+    pipe.execute()
+
+
+@dataclass
+class DrainResult:
+    events: int = 0
+    batches: int = 0
+    reclaimed: int = 0
+
+
+def _records(delta: Delta) -> list[Any]:
+    api: list[Any] = []
+    for (bucket, endpoint), acc in delta.api.items():
+        bins = ",".join(f"{i}:{n}" for i, n in acc.bins.items())
+        api += [bucket, endpoint, acc.count, acc.errors, repr(acc.sum_s), acc.at_or_below, bins]
+    pay: list[Any] = []
+    for (bucket, reason), p in delta.pay.items():
+        pay += [bucket, reason, p.count, repr(p.amount)]
+    counters: list[Any] = []
+    for (bucket, name), n in delta.counters.items():
+        counters += [bucket, name, n]
+    return [len(delta.api), len(delta.pay), len(delta.counters), *api, *pay, *counters]
+
+
+class Aggregator:
+    """Drains the raw lists of some shards into buckets; safe to run in many processes."""
+
+    def __init__(self, client: Client, settings: Settings) -> None:
+        self.client = client
+        self.settings = settings
+        self.keys = Keys(settings.key_prefix, settings.shards)
+        self.scripts = Scripts(client)
+        self._admitted_endpoints: set[str] = set()
+        self._admitted_reasons: set[str] = set()
+
+    def drain(
+        self,
+        shards: Sequence[int] | None = None,
+        *,
+        now: float | None = None,
+        budget_s: float | None = None,
+        stop_after_claim: bool = False,
+    ) -> DrainResult:
+        """Drain the given shards (default: all) until empty or the time budget is spent.
+
+        ``stop_after_claim`` (tests only) claims one batch and returns without applying it,
+        as a worker killed between the two steps would.
+        """
+        result = DrainResult()
+        started = time.monotonic()
+        for shard in range(self.settings.shards) if shards is None else shards:
+            sk = self.keys.shard(shard)
+            applied_any = False
+            while budget_s is None or time.monotonic() - started < budget_s:
+                at = time.time() if now is None else now
+                batch_id, entries, reclaimed = self._claim(sk)
+                if batch_id is None:
+                    break
+                if stop_after_claim:
+                    return result
+                self._apply(sk, batch_id, entries, at)
+                applied_any = True
+                result.events += len(entries)
+                result.batches += 1
+                result.reclaimed += int(reclaimed)
+            if not applied_any:
+                self._apply(sk, "", [], time.time() if now is None else now)
+        return result
+
+    def _claim(self, sk: ShardKeys) -> tuple[str | None, list[bytes], bool]:
+        now_ms = int(time.time() * 1000)
+        expired = self.scripts.reclaim(keys=[sk.leases], args=[now_ms, now_ms + LEASE_MS])
+        if expired:
+            batch_id = expired.decode() if isinstance(expired, bytes) else str(expired)
+            entries = self.client.lrange(sk.batch(batch_id), 0, -1)
+            if entries:
+                return batch_id, entries, True
+            self.client.zrem(sk.leases, batch_id)
+        batch_id = uuid.uuid4().hex
+        entries = self.scripts.claim(
+            keys=[sk.raw, sk.leases, sk.batch(batch_id)],
+            args=[self.settings.aggregate_batch, now_ms + LEASE_MS, batch_id, RAW_TTL_S],
+        )
+        if not entries:
+            return None, [], False
+        return batch_id, entries, False
+
+    def fold(self, entries: Sequence[bytes], now: float) -> Delta:
+        s = self.settings
+        delta = fold(
+            entries,
+            now=now,
+            error_status_min=s.error_status_min,
+            threshold_s=s.api_response_threshold,
+            oldest_bucket=bucket_of(now) - bucket_ttl_s(s.window_s) // 60 + 1,
+        )
+        refused_endpoints = self._admit(
+            {ep for _, ep in delta.api}, self._admitted_endpoints, self.keys.endpoints,
+            s.max_endpoints,
+        )
+        refused_reasons = self._admit(
+            {r for _, r in delta.pay}, self._admitted_reasons, self.keys.reasons, s.max_reasons
+        )
+        cap_names(delta, refused_endpoints, refused_reasons, now)
+        return delta
+
+    def _admit(self, names: set[str], known: set[str], key: str, cap: int) -> set[str]:
+        new = sorted(n for n in names if n not in known and n != "__other__")
+        if not new:
+            return set()
+        ttl = bucket_ttl_s(self.settings.window_s)
+        answers = self.scripts.admit(keys=[key], args=[cap, ttl, *new])
+        refused = set()
+        for name, ok in zip(new, answers, strict=True):
+            if int(ok):
+                known.add(name)
+            else:
+                refused.add(name)
+        return refused
+
+    def _apply(self, sk: ShardKeys, batch_id: str, entries: Sequence[bytes], now: float) -> int:
+        s = self.settings
+        delta = self.fold(entries, now) if entries else Delta()
+        result = self.scripts.apply(
+            keys=[sk.batch(batch_id) if batch_id else sk.raw, sk.leases, sk.roll, sk.stats],
+            args=[
+                sk.base,
+                batch_id,
+                window_start(now, s.window_s),
+                bucket_of(now),
+                s.window_buckets,
+                bucket_ttl_s(s.window_s),
+                *_records(delta),
+            ],
+        )
+        return int(result)
+
+
+@dataclass
+class WindowRead:
+    window: Window
+    pending_events: int
+    admitted_endpoints: int
+
+
+_FAST_PATH_MAX_LAG = 5  # buckets the roll may trail the wanted window by
+
+
+def read_window(client: Client, settings: Settings, now: float) -> WindowRead:
+    """The window ending at ``now``, merged over shards, including raw events not yet
+    aggregated. Reads each shard in one MULTI so a concurrent aggregation is seen whole."""
+    keys = Keys(settings.key_prefix, settings.shards)
+    start = window_start(now, settings.window_s)
+    end = bucket_of(now)
+    real_bucket = bucket_of(time.time())
+    window = Window()
+    pending: list[bytes] = []
+    shard_keys = keys.all_shards()
+    pre = client.pipeline(transaction=False)
+    for sk in shard_keys:
+        pre.hget(sk.roll, "_:start")
+        pre.zrange(sk.leases, 0, -1)
+    pre_results = pre.execute()
+    for n, sk in enumerate(shard_keys):
+        roll_start_raw, lease_ids = pre_results[2 * n], pre_results[2 * n + 1]
+        for _attempt in range(5):
+            roll_start = int(roll_start_raw) if roll_start_raw is not None else -1
+            fast = 0 <= roll_start <= start and start - roll_start <= _FAST_PATH_MAX_LAG
+            fast = fast and end >= real_bucket
+            pipe = client.pipeline(transaction=True)
+            pipe.hget(sk.roll, "_:start")
+            pipe.zrange(sk.leases, 0, -1)
+            if fast:
+                pipe.hgetall(sk.roll)
+                extra = list(range(roll_start, start))
+            else:
+                extra = list(range(start, end + 1))
+            for bucket in extra:
+                pipe.hgetall(sk.minute(bucket))
+            pipe.lrange(sk.raw, 0, -1)
+            for lease_id in lease_ids:
+                pipe.lrange(sk.batch(lease_id.decode()), 0, -1)
+            got = pipe.execute()
+            if got[0] != roll_start_raw or got[1] != lease_ids:
+                roll_start_raw, lease_ids = got[0], got[1]
+                continue
+            rest = got[2:]
+            if fast:
+                window.add_fields(rest[0])
+                rest = rest[1:]
+            for fields in rest[: len(extra)]:
+                window.add_fields(fields, -1 if fast else 1)
+            for entries in rest[len(extra) :]:
+                pending.extend(entries)
+            break
+        else:
+            raise MonitorError("metrics store kept changing while reading a window; try again")
+    admitted = {m.decode() for m in client.smembers(keys.endpoints)}
+    _add_pending(window, pending, settings, now, start, end, admitted)
+    return WindowRead(window, len(pending), len(admitted))
+
+
+def _add_pending(
+    window: Window,
+    entries: list[bytes],
+    settings: Settings,
+    now: float,
+    start: int,
+    end: int,
+    admitted: set[str],
+) -> None:
+    if not entries:
+        return
+    # Clamp future stamps to the real clock, not to a past ``now``, so that events after a
+    # past window's end stay outside it.
+    fold_now = max(now, time.time())
+    delta = fold(
+        entries,
+        now=fold_now,
+        error_status_min=settings.error_status_min,
+        threshold_s=settings.api_response_threshold,
+        oldest_bucket=start,
+    )
+    room = max(0, settings.max_endpoints - len(admitted))
+    refused = set()
+    for endpoint in sorted({ep for _, ep in delta.api}):
+        if endpoint in admitted or endpoint == "__other__":
+            continue
+        if room > 0:
+            room -= 1
+        else:
+            refused.add(endpoint)
+    cap_names(delta, refused, set(), fold_now)
+    delta.counters.pop((bucket_of(fold_now), "too_old"), None)
+    window.add_delta(delta, start, end)
+
+
+def record_heartbeat(client: Client, settings: Settings, who: str, now: float) -> None:
+    client.set(Keys(settings.key_prefix, settings.shards).heartbeat(who), repr(now), ex=86400)
+
+
+def read_heartbeats(client: Client, settings: Settings) -> dict[str, float | None]:
+    keys = Keys(settings.key_prefix, settings.shards)
+    names = ("worker", "beat")
+    values = client.mget([keys.heartbeat(n) for n in names])
+    return {n: (float(v) if v is not None else None) for n, v in zip(names, values, strict=True)}
+
+
+def pending_count(client: Client, settings: Settings) -> int:
+    """Raw events not yet aggregated (raw lists plus claimed batches), without reading them."""
+    keys = Keys(settings.key_prefix, settings.shards)
+    pipe = client.pipeline(transaction=False)
+    for sk in keys.all_shards():
+        pipe.llen(sk.raw)
+        pipe.zrange(sk.leases, 0, -1)
+    got = pipe.execute()
+    total = sum(int(v) for v in got[0::2])
+    batch_pipe = client.pipeline(transaction=False)
+    for sk, ids in zip(keys.all_shards(), got[1::2], strict=True):
+        for batch_id in ids:
+            batch_pipe.llen(sk.batch(batch_id.decode()))
+    return total + sum(int(v) for v in batch_pipe.execute())

@@ -1,0 +1,335 @@
+"""The in-process buffer and its flusher: the hot path of the host app.
+
+A track call validates, appends a tuple to a bounded ``deque`` and returns. A background
+thread (or, where threads never run, the calling thread with a 50 ms socket timeout and a
+circuit breaker) encodes batches and pushes them with one pipelined script call per flush.
+Redis faults never raise into the caller: events stay buffered up to ``MONITOR_BUFFER_MAX``,
+the oldest beyond that are dropped and counted, and the count reaches Redis once it is back.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import math
+import os
+import sys
+import threading
+import time
+import uuid
+import weakref
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+from .config import Settings
+from .events import (
+    check_api,
+    check_payment,
+    check_timestamp,
+    encode_api,
+    encode_overflow,
+    encode_payment,
+)
+from .keys import shard_of
+from .store import REDIS_ERRORS, Client, Scripts, connect, describe_error, push_batches
+
+log = logging.getLogger("monitor_worker.tracking")
+
+_INF = math.inf
+_time = time.time
+FAULT_LOG_INTERVAL_S = 60.0
+INLINE_SOCKET_TIMEOUT_S = 0.05
+BREAKER_OPEN_S = 5.0
+
+Item = tuple[Any, ...]
+
+
+def _threads_work() -> bool:
+    """False under uWSGI without --enable-threads, where a started thread never runs."""
+    uwsgi = sys.modules.get("uwsgi")
+    if uwsgi is None:
+        return True
+    opt = getattr(uwsgi, "opt", {})
+    return bool(opt.get("enable-threads") or opt.get(b"enable-threads"))
+
+
+class Tracker:
+    """Buffers events and delivers them to Redis; never raises on a Redis fault.
+
+    Usage::
+
+        tracker = Tracker(lambda: settings)
+        tracker.track_api_request("/api/x/", 0.12, 200)
+        tracker.flush(timeout=5)
+    """
+
+    def __init__(
+        self,
+        settings: Callable[[], Settings],
+        client: Client | None = None,
+    ) -> None:
+        self._settings_source = settings
+        self._injected_client = client
+        self._reset()
+        _FORK_SAFE.add(self)
+
+    def _reset(self) -> None:
+        self._buffer: deque[Item] = deque()
+        self._limit = sys.maxsize
+        self._flush_at = sys.maxsize
+        self._deadline = _INF
+        self._started = False
+        self._kicked = False
+        self._stopping = False
+        self._overflowed = 0
+        self._settings: Settings | None = None
+        self._client: Client | None = None
+        self._scripts: Scripts | None = None
+        self._shard_cache: dict[str, int] = {}
+        self._unsent: list[tuple[int, str, list[bytes]]] | None = None
+        self._flush_lock = threading.Lock()
+        self._start_lock = threading.Lock()
+        self._wake = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._inline = False
+        self._retry_at = 0.0
+        self._last_fault_log = -_INF
+        self.faults = 0
+
+    # -- hot path ---------------------------------------------------------------------------
+
+    def track_api_request(
+        self,
+        endpoint: str,
+        response_time: float,
+        status_code: int,
+        *,
+        timestamp: float | None = None,
+    ) -> None:
+        """Record one API request (seconds, HTTP status). Raises only on bad arguments."""
+        if not (
+            type(endpoint) is str
+            and 0 < len(endpoint) <= 200
+            and endpoint.isascii()
+            and (type(response_time) is float or type(response_time) is int)
+            and 0 <= response_time < _INF
+            and type(status_code) is int
+            and 100 <= status_code <= 599
+        ):
+            endpoint, response_time, status_code = check_api(endpoint, response_time, status_code)
+        ts = _time() if timestamp is None else check_timestamp(timestamp)
+        if not self._started:
+            self._start()
+        buf = self._buffer
+        if len(buf) >= self._limit:
+            self._overflowed += 1
+        buf.append(("a", ts, endpoint, response_time, status_code))
+        if len(buf) >= self._flush_at or ts >= self._deadline:
+            self._kick()
+
+    def track_payment_failure(
+        self, reason: str, amount: Any, *, timestamp: float | None = None
+    ) -> None:
+        """Record one failed payment (reason text, amount as int, float or Decimal)."""
+        reason, amount_text = check_payment(reason, amount)
+        ts = _time() if timestamp is None else check_timestamp(timestamp)
+        if not self._started:
+            self._start()
+        buf = self._buffer
+        if len(buf) >= self._limit:
+            self._overflowed += 1
+        buf.append(("p", ts, reason, amount_text))
+        if len(buf) >= self._flush_at or ts >= self._deadline:
+            self._kick()
+
+    # -- machinery ---------------------------------------------------------------------------
+
+    def _start(self) -> None:
+        with self._start_lock:
+            if self._started:
+                return
+            settings = self._settings_source()
+            self._settings = settings
+            self._buffer = deque(self._buffer, maxlen=settings.buffer_max)
+            self._limit = settings.buffer_max
+            self._flush_at = settings.flush_batch
+            mode = settings.flush_mode
+            self._inline = mode == "inline" or (mode == "auto" and not _threads_work())
+            if self._inline:
+                self._deadline = _time() + settings.flush_interval_s
+            else:
+                self._thread = threading.Thread(
+                    target=self._run, name="monitor-worker-flusher", daemon=True
+                )
+                self._thread.start()
+            atexit.register(_flush_at_exit, weakref.ref(self))
+            self._started = True
+
+    def _kick(self) -> None:
+        if self._inline:
+            settings = self._settings
+            assert settings is not None
+            self._deadline = _time() + settings.flush_interval_s
+            if time.monotonic() >= self._retry_at and self._flush_lock.acquire(blocking=False):
+                try:
+                    self._flush_pending()
+                finally:
+                    self._flush_lock.release()
+        elif not self._kicked:
+            self._kicked = True
+            self._wake.set()
+
+    def _run(self) -> None:
+        settings = self._settings
+        assert settings is not None
+        while not self._stopping:
+            self._wake.wait(settings.flush_interval_s)
+            self._wake.clear()
+            self._kicked = False
+            if time.monotonic() < self._retry_at:
+                continue
+            with self._flush_lock:
+                self._flush_pending()
+
+    def _connection(self) -> tuple[Client, Scripts]:
+        if self._client is None or self._scripts is None:
+            settings = self._settings
+            assert settings is not None
+            if self._injected_client is not None:
+                self._client = self._injected_client
+            else:
+                timeout = INLINE_SOCKET_TIMEOUT_S if self._inline else 2.0
+                self._client = connect(
+                    settings, socket_timeout_s=timeout, connect_timeout_s=timeout, retries=False
+                )
+            self._scripts = Scripts(self._client)
+        return self._client, self._scripts
+
+    def _flush_pending(self, deadline: float = _INF) -> bool:
+        """Push everything buffered; caller holds the flush lock. False on a Redis fault."""
+        settings = self._settings
+        assert settings is not None
+        while True:
+            if self._unsent is None:
+                self._unsent = self._take(settings)
+                if self._unsent is None:
+                    return True
+            try:
+                client, scr = self._connection()
+                push_batches(client, scr, settings, self._unsent)
+            except REDIS_ERRORS as exc:
+                self._fault(settings, exc)
+                return False
+            self._unsent = None
+            self._retry_at = 0.0
+            if time.monotonic() >= deadline:
+                return not self._buffer
+
+    def _take(self, settings: Settings) -> list[tuple[int, str, list[bytes]]] | None:
+        buf = self._buffer
+        shards = settings.shards
+        cache = self._shard_cache
+        groups: dict[int, list[bytes]] = {}
+        popleft = buf.popleft
+        for _ in range(settings.flush_batch):
+            try:
+                item = popleft()
+            except IndexError:
+                break
+            name = item[2]
+            shard = cache.get(name)
+            if shard is None:
+                shard = shard_of(name, shards)
+                if len(cache) < 10_000:
+                    cache[name] = shard
+            if item[0] == "a":
+                data = encode_api(item[1], name, item[3], item[4])
+            else:
+                data = encode_payment(item[1], name, item[3])
+            group = groups.get(shard)
+            if group is None:
+                group = groups[shard] = []
+            group.append(data)
+        overflowed = self._overflowed
+        if overflowed:
+            self._overflowed -= overflowed
+            groups.setdefault(0, []).append(encode_overflow(_time(), overflowed))
+        if not groups:
+            return None
+        return [(shard, uuid.uuid4().hex, entries) for shard, entries in groups.items()]
+
+    def _fault(self, settings: Settings, exc: BaseException) -> None:
+        self.faults += 1
+        self._retry_at = time.monotonic() + (BREAKER_OPEN_S if self._inline else 1.0)
+        self._client = None
+        self._scripts = None
+        now = time.monotonic()
+        if now - self._last_fault_log >= FAULT_LOG_INTERVAL_S:
+            self._last_fault_log = now
+            log.warning(
+                "could not deliver tracked events (%d buffered, kept): %s",
+                len(self._buffer),
+                describe_error(settings, exc),
+            )
+
+    # -- public control ------------------------------------------------------------------------
+
+    def flush(self, timeout: float = 5.0) -> bool:
+        """Push everything buffered in this process; True when all of it reached Redis."""
+        if not self._started:
+            return True
+        deadline = time.monotonic() + timeout
+        while True:
+            remaining = deadline - time.monotonic()
+            if not self._flush_lock.acquire(timeout=max(0.0, remaining)):
+                return False
+            try:
+                self._retry_at = 0.0
+                done = self._flush_pending(deadline)
+            finally:
+                self._flush_lock.release()
+            if done and not self._buffer and self._unsent is None:
+                return True
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.05)
+
+    def buffered(self) -> int:
+        unsent = sum(len(e) for _, _, e in self._unsent) if self._unsent else 0
+        return len(self._buffer) + unsent
+
+    def close(self, timeout: float = 2.0) -> bool:
+        """Flush and stop the flusher thread."""
+        delivered = self.flush(timeout)
+        self._stopping = True
+        self._wake.set()
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout)
+        self._reset()
+        return delivered
+
+    def _after_fork_in_child(self) -> None:
+        self._reset()
+
+
+def _flush_at_exit(ref: weakref.ReferenceType[Tracker]) -> None:
+    tracker = ref()
+    if tracker is not None and tracker._started:
+        tracker.flush(timeout=2.0)
+
+
+_FORK_SAFE: weakref.WeakSet[Tracker] = weakref.WeakSet()
+
+
+def _reset_all_after_fork() -> None:
+    for tracker in list(_FORK_SAFE):
+        tracker._after_fork_in_child()
+
+
+os.register_at_fork(after_in_child=_reset_all_after_fork)
+
+
+def describe_fault_free() -> str:  # pragma: no cover - documentation helper
+    return describe_error.__doc__ or ""

@@ -1,0 +1,254 @@
+"""The Redis pipeline end to end on a real server: exact counts, windows, exactly-once."""
+
+from __future__ import annotations
+
+import math
+import multiprocessing
+import random
+import time
+from typing import Any
+
+import pytest
+import redis
+
+from monitor_worker.config import Settings
+from monitor_worker.errors import MonitorError
+from monitor_worker.events import encode_api
+from monitor_worker.keys import Keys
+from monitor_worker.monitor import MetricsMonitor
+from monitor_worker.store import Aggregator, connect, pending_count, read_window
+from monitor_worker.windows import bucket_of, window_start
+
+from .conftest import free_port
+
+
+def _generate(n: int, now: float, seed: int = 3, span_s: float = 3000) -> list[tuple[Any, ...]]:
+    rng = random.Random(seed)
+    eps = ["/api/review/today/", "/api/content/", "/api/accounts/login/", "/api/users/<id>/"]
+    return [
+        (rng.choice(eps), rng.lognormvariate(-1.2, 1.0), rng.choice([200, 200, 200, 404, 500, 502]),
+         now - rng.uniform(0, span_s))
+        for _ in range(n)
+    ]
+
+
+def _reference(events: list[tuple[Any, ...]], now: float, window_s: int = 3600) -> dict[str, Any]:
+    start, end = window_start(now, window_s), bucket_of(now)
+    ref: dict[str, Any] = {}
+    for ep, rt, status, ts in events:
+        if not start <= bucket_of(ts) <= end:
+            continue
+        r = ref.setdefault(ep, {"n": 0, "errors": 0, "sum": 0.0, "values": []})
+        r["n"] += 1
+        r["errors"] += status >= 500
+        r["sum"] += rt
+        r["values"].append(rt)
+    return ref
+
+
+def _assert_matches(summary: dict[str, Any], ref: dict[str, Any]) -> None:
+    assert set(summary["api"]) == set(ref)
+    for ep, r in ref.items():
+        got = summary["api"][ep]
+        assert got["total_requests"] == r["n"]
+        assert got["error_count"] == r["errors"]
+        assert got["error_rate"] == pytest.approx(100.0 * r["errors"] / r["n"], rel=1e-12)
+        assert got["avg_response_time"] == pytest.approx(r["sum"] / r["n"], rel=1e-9)
+        values = sorted(r["values"])
+        exact = values[math.ceil(0.95 * len(values)) - 1]
+        assert abs(got["p95_response_time"] - exact) <= 0.01 * exact
+
+
+def _track(monitor: MetricsMonitor, events: list[tuple[Any, ...]]) -> None:
+    for ep, rt, status, ts in events:
+        monitor.track_api_request(ep, rt, status, timestamp=ts)
+
+
+def test_exact_counts_before_and_after_aggregation(settings: Settings) -> None:
+    now = time.time()
+    events = _generate(6_000, now)
+    monitor = MetricsMonitor(settings=settings)
+    _track(monitor, events)
+    assert monitor.flush(timeout=10)
+    ref = _reference(events, now)
+    before = monitor.get_metrics_summary(now=now)
+    assert before["pending_events"] == len(events)
+    _assert_matches(before, ref)
+    result = monitor.aggregate()
+    assert result.events == len(events)
+    after = monitor.get_metrics_summary(now=now)
+    assert after["pending_events"] == 0
+    _assert_matches(after, ref)
+    monitor.close()
+
+
+def test_summary_shape_and_payments(settings: Settings) -> None:
+    monitor = MetricsMonitor(settings=settings)
+    from decimal import Decimal
+
+    monitor.track_payment_failure("Card declined", 10000)
+    monitor.track_payment_failure("Card declined", Decimal("0.50"))
+    monitor.track_payment_failure("Insufficient funds", 2.25)
+    monitor.track_api_request("/api/content/", 0.35, 200)
+    summary = monitor.get_metrics_summary()
+    for key in ("timestamp", "window_seconds", "api", "payments", "celery", "pending_events",
+                "dropped_events", "endpoints_folded"):
+        assert key in summary
+    assert summary["payments"]["failures_last_hour"] == 3
+    assert summary["payments"]["by_reason"] == {"Card declined": 2, "Insufficient funds": 1}
+    assert summary["payments"]["amount_total"] == pytest.approx(10002.75)
+    assert summary["dropped_events"] == {"malformed": 0, "buffer_overflow": 0, "raw_trimmed": 0,
+                                         "too_old": 0}
+    import json
+
+    json.dumps(summary)
+    monitor.close()
+
+
+@pytest.mark.parametrize("aggregate_first", [False, True])
+def test_window_expiry_with_explicit_timestamps(settings: Settings, aggregate_first: bool) -> None:
+    t0 = time.time() - 7000
+    monitor = MetricsMonitor(settings=settings)
+    for _ in range(10):
+        monitor.track_api_request("/old/", 0.1, 200, timestamp=t0)
+    monitor.flush(5)
+    if aggregate_first:
+        monitor.aggregate()
+    inside = monitor.get_metrics_summary(now=t0 + 3600 - 61)
+    outside = monitor.get_metrics_summary(now=t0 + 3600 + 61)
+    assert inside["api"]["/old/"]["total_requests"] == 10
+    assert "/old/" not in outside["api"]
+    assert "/old/" not in monitor.get_metrics_summary()["api"]
+    monitor.close()
+
+
+def test_roll_moves_with_time(settings: Settings) -> None:
+    """The rolling window subtracts buckets that leave it: same answer as a fresh sum."""
+    real = time.time()
+    t1 = real - 1500
+    events = _generate(4_000, t1, seed=9, span_s=5000)
+    monitor = MetricsMonitor(settings=settings)
+    _track(monitor, events)
+    monitor.flush(5)
+    monitor.aggregate(now=t1)
+    monitor.aggregate(now=real)  # only moves the window
+    summary = monitor.get_metrics_summary(now=real)
+    _assert_matches(summary, _reference(events, real))
+    monitor.close()
+
+
+def test_malformed_raw_entries_skipped_and_counted(settings: Settings) -> None:
+    client = connect(settings)
+    sk = Keys(settings.key_prefix, settings.shards).shard(1)
+    now = time.time()
+    good = [encode_api(now, "/good/", 0.1, 200 if i % 2 else 500) for i in range(10)]
+    bad = [b"garbage", b"a|x|y|z|/good/", b"\xff\xfe\x00", b"a|1|0.1|200|\xff"]
+    client.lpush(sk.raw, *(good[:5] + bad + good[5:]))
+    monitor = MetricsMonitor(settings=settings)
+    assert monitor.get_metrics_summary()["dropped_events"]["malformed"] == 4
+    monitor.aggregate()
+    summary = monitor.get_metrics_summary()
+    assert summary["api"]["/good/"]["total_requests"] == 10
+    assert summary["api"]["/good/"]["error_count"] == 5
+    assert summary["dropped_events"]["malformed"] == 4
+    monitor.close()
+
+
+def test_aggregation_killed_between_claim_and_apply(settings: Settings) -> None:
+    now = time.time()
+    events = _generate(3_000, now, seed=5)
+    monitor = MetricsMonitor(settings=settings)
+    _track(monitor, events)
+    monitor.flush(5)
+    client = connect(settings)
+    dying = Aggregator(client, settings)
+    dying.drain(stop_after_claim=True)  # claimed a batch, then "died"
+    assert pending_count(client, settings) == len(events)
+    # the claimed batch is still counted by a reader
+    _assert_matches(monitor.get_metrics_summary(now=now), _reference(events, now))
+    # others drain the rest; the leased batch waits for its lease to run out
+    Aggregator(client, settings).drain()
+    assert pending_count(client, settings) > 0
+    keys = Keys(settings.key_prefix, settings.shards)
+    for sk in keys.all_shards():  # the lease runs out
+        for member in client.zrange(sk.leases, 0, -1):
+            client.zadd(sk.leases, {member: 0})
+    result = Aggregator(client, settings).drain()
+    assert result.reclaimed == 1
+    assert pending_count(client, settings) == 0
+    _assert_matches(monitor.get_metrics_summary(now=now), _reference(events, now))
+    monitor.close()
+
+
+def test_applying_a_batch_twice_counts_it_once(settings: Settings) -> None:
+    client = connect(settings)
+    sk = Keys(settings.key_prefix, settings.shards).shard(0)
+    now = time.time()
+    client.lpush(sk.raw, *[encode_api(now, "/once/", 0.2, 200) for _ in range(50)])
+    agg = Aggregator(client, settings)
+    batch_id, entries, _ = agg._claim(sk)
+    assert batch_id is not None and len(entries) == 50
+    assert agg._apply(sk, batch_id, entries, now) == 1
+    assert agg._apply(sk, batch_id, entries, now) == 0  # a retried call or a second aggregator
+    summary = read_window(client, settings, now)
+    assert summary.window.api["/once/"].count == 50
+
+
+def _produce(settings: Settings, seed: int, n: int, now: float) -> None:
+    monitor = MetricsMonitor(settings=settings)
+    rng = random.Random(seed)
+    for i in range(n):
+        monitor.track_api_request(f"/p/{i % 7}/", rng.random(), 500 if i % 10 == 0 else 200,
+                                  timestamp=now - rng.uniform(0, 600))
+    assert monitor.flush(timeout=30)
+
+
+def _drain(settings: Settings, stop_at: float) -> None:
+    client = connect(settings)
+    agg = Aggregator(client, settings)
+    while time.time() < stop_at:
+        agg.drain()
+
+
+def test_four_processes_track_concurrently_exact_total(settings: Settings) -> None:
+    ctx = multiprocessing.get_context("fork")
+    now = time.time()
+    producers = [ctx.Process(target=_produce, args=(settings, s, 5_000, now)) for s in range(4)]
+    drainers = [ctx.Process(target=_drain, args=(settings, time.time() + 4)) for _ in range(2)]
+    for p in producers + drainers:
+        p.start()
+    for p in producers + drainers:
+        p.join(60)
+        assert p.exitcode == 0
+    monitor = MetricsMonitor(settings=settings)
+    monitor.aggregate()
+    summary = monitor.get_metrics_summary()
+    assert sum(s["total_requests"] for s in summary["api"].values()) == 20_000
+    assert sum(s["error_count"] for s in summary["api"].values()) == 4 * 500
+    monitor.close()
+
+
+def test_cardinality_cap_folds_into_other(settings: Settings) -> None:
+    capped = settings.with_overrides(max_endpoints=5)
+    monitor = MetricsMonitor(settings=capped)
+    for i in range(12):
+        for _ in range(3):
+            monitor.track_api_request(f"/api/users/{i}/", 0.1, 200)
+    monitor.flush(5)
+    monitor.aggregate()
+    summary = monitor.get_metrics_summary()
+    named = [ep for ep in summary["api"] if ep != "__other__"]
+    assert len(named) == 5
+    assert summary["api"]["__other__"]["total_requests"] == 7 * 3
+    assert summary["endpoints_folded"] == 21
+    client = connect(capped)
+    assert client.scard(Keys(capped.key_prefix, capped.shards).endpoints) == 5
+    monitor.close()
+
+
+def test_unreachable_store_raises_monitor_error() -> None:
+    dead = Settings(redis_url=f"redis://127.0.0.1:{free_port()}/0", key_prefix="x:")
+    monitor = MetricsMonitor(settings=dead, redis=redis.Redis(port=free_port(),
+                                                              socket_connect_timeout=0.5))
+    with pytest.raises(MonitorError, match="unreachable"):
+        monitor.get_metrics_summary()

@@ -1,0 +1,186 @@
+"""Pure window maths: buckets, the sketch, folding raw entries (no Redis)."""
+
+from __future__ import annotations
+
+import math
+import random
+
+import pytest
+
+from monitor_worker import events
+from monitor_worker.windows import (
+    ZERO_BIN,
+    Delta,
+    Window,
+    bin_of,
+    bin_value,
+    bucket_of,
+    cap_names,
+    fold,
+    quantile,
+    window_start,
+)
+
+NOW = 1_729_411_200.0  # a minute boundary
+
+
+@pytest.mark.parametrize(
+    ("ts", "bucket"),
+    [(0.0, 0), (59.999, 0), (60.0, 1), (NOW, NOW // 60), (NOW + 59.5, NOW // 60)],
+)
+def test_bucket_of(ts: float, bucket: float) -> None:
+    assert bucket_of(ts) == int(bucket)
+
+
+@pytest.mark.parametrize("offset", [0.0, 1.0, 30.0, 59.0, 59.999])
+def test_window_bounds(offset: float) -> None:
+    now = NOW + offset
+    start = window_start(now, 3600)
+    # newer than window - one bucket: always inside
+    assert bucket_of(now - 3600 + 60 + 1e-3) >= start
+    # older than window + one bucket: never inside
+    assert bucket_of(now - 3600 - 60 - 1e-3) < start
+
+
+@pytest.mark.parametrize("value", [1e-6, 1e-4, 0.003, 0.35, 1.0, 2.0, 7.5, 120.0, 3600.0])
+def test_bin_value_within_one_percent(value: float) -> None:
+    assert abs(bin_value(bin_of(value)) - value) <= 0.01 * value
+
+
+def test_tiny_values_share_the_zero_bin() -> None:
+    assert bin_of(0.0) == ZERO_BIN
+    assert bin_value(ZERO_BIN) == 0.0
+
+
+def test_p95_within_one_percent_on_lognormal() -> None:
+    rng = random.Random(7)
+    values = [rng.lognormvariate(-1.0, 1.2) for _ in range(20_000)]
+    bins: dict[int, int] = {}
+    for v in values:
+        bins[bin_of(v)] = bins.get(bin_of(v), 0) + 1
+    exact = sorted(values)[math.ceil(0.95 * len(values)) - 1]
+    got = quantile(bins, 0.95)
+    assert got is not None
+    assert abs(got - exact) <= 0.01 * exact
+
+
+def test_quantile_of_empty_sketch_is_none() -> None:
+    assert quantile({}, 0.95) is None
+
+
+def _api(ts: float, ep: str, rt: float, status: int) -> bytes:
+    return events.encode_api(ts, ep, rt, status)
+
+
+def test_fold_counts_exactly_against_a_reference() -> None:
+    rng = random.Random(1)
+    entries = []
+    ref: dict[str, list[int]] = {}
+    for _ in range(5_000):
+        ep = rng.choice(["/a/", "/b/", "/c|pipe/"])
+        status = rng.choice([200, 201, 404, 500, 503])
+        rt = rng.uniform(0.0, 4.0)
+        entries.append(_api(NOW - rng.uniform(0, 3000), ep, rt, status))
+        r = ref.setdefault(ep, [0, 0, 0])
+        r[0] += 1
+        r[1] += status >= 500
+        r[2] += rt <= 2.0
+    delta = fold(entries, now=NOW, error_status_min=500, threshold_s=2.0, oldest_bucket=0)
+    window = Window()
+    window.add_delta(delta, 0, bucket_of(NOW))
+    for ep, (count, errors, ok) in ref.items():
+        acc = window.api[ep]
+        assert (acc.count, acc.errors, acc.at_or_below) == (count, errors, ok)
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        b"",
+        b"garbage",
+        b"a|notanumber|0.1|200|/x/",
+        b"a|1729411200.0|-1|200|/x/",
+        b"a|1729411200.0|nan|200|/x/",
+        b"a|1729411200.0|inf|200|/x/",
+        b"a|1729411200.0|0.1|99|/x/",
+        b"a|1729411200.0|0.1|200|",
+        b"a|1729411200.0|0.1|200|\xff\xfe",
+        b"a|1729411200.0|0.1",
+        b"p|1729411200.0|-5|Card",
+        b"p|1729411200.0|1e400|Card",
+        b"o|1729411200.0|-3",
+        b"z|1|2|3",
+        b"a|1729411200.0|0.1|200|" + b"x" * 201,
+    ],
+)
+def test_malformed_entries_are_skipped_and_counted(bad: bytes) -> None:
+    good = [_api(NOW, "/ok/", 0.1, 200), _api(NOW, "/ok/", 0.2, 500)]
+    delta = fold([good[0], bad, good[1]], now=NOW, error_status_min=500, threshold_s=2.0,
+                 oldest_bucket=0)
+    assert delta.counters[(bucket_of(NOW), "malformed")] == 1
+    acc = delta.api[(bucket_of(NOW), "/ok/")]
+    assert (acc.count, acc.errors) == (2, 1)
+
+
+def test_future_events_count_now_and_old_ones_are_too_old() -> None:
+    entries = [_api(NOW + 7200, "/f/", 0.1, 200), _api(NOW - 10 * 86400, "/o/", 0.1, 200)]
+    delta = fold(entries, now=NOW, error_status_min=500, threshold_s=2.0,
+                 oldest_bucket=bucket_of(NOW) - 120)
+    assert delta.api[(bucket_of(NOW), "/f/")].count == 1
+    assert delta.counters[(bucket_of(NOW), "too_old")] == 1
+
+
+@pytest.mark.parametrize(("status_min", "errors"), [(500, 1), (400, 2)])
+def test_error_status_min_decides(status_min: int, errors: int) -> None:
+    entries = [_api(NOW, "/e/", 0.1, s) for s in (200, 404, 500)]
+    delta = fold(entries, now=NOW, error_status_min=status_min, threshold_s=2.0, oldest_bucket=0)
+    assert delta.api[(bucket_of(NOW), "/e/")].errors == errors
+
+
+def test_payments_and_overflow() -> None:
+    entries = [
+        events.encode_payment(NOW, "Card declined", "10000"),
+        events.encode_payment(NOW, "Card declined", "0.5"),
+        events.encode_payment(NOW, "Insufficient funds", "3"),
+        events.encode_overflow(NOW, 42),
+    ]
+    delta = fold(entries, now=NOW, error_status_min=500, threshold_s=2.0, oldest_bucket=0)
+    window = Window()
+    window.add_delta(delta, 0, bucket_of(NOW))
+    pay = window.payments_section()
+    assert pay["failures_last_hour"] == 3
+    assert pay["by_reason"] == {"Card declined": 2, "Insufficient funds": 1}
+    assert pay["amount_total"] == 10003.5
+    assert window.dropped()["buffer_overflow"] == 42
+
+
+def test_cap_names_folds_into_other_and_counts() -> None:
+    entries = [_api(NOW, f"/u/{i}/", 0.1, 200) for i in range(5)]
+    delta = fold(entries, now=NOW, error_status_min=500, threshold_s=2.0, oldest_bucket=0)
+    cap_names(delta, {"/u/3/", "/u/4/"}, set(), NOW)
+    b = bucket_of(NOW)
+    assert delta.api[(b, "__other__")].count == 2
+    assert (b, "/u/3/") not in delta.api
+    assert delta.counters[(b, "folded")] == 2
+
+
+def test_window_add_fields_round_trip_and_subtract() -> None:
+    fields = {
+        b"c:/x/": b"3", b"e:/x/": b"1", b"s:/x/": b"1.5", b"l:/x/": b"3",
+        b"h:/x/": b"-10:2,5:1", b"pc:Card": b"2", b"pa:Card": b"20", b"x:malformed": b"4",
+        b"_:start": b"123",
+    }
+    window = Window()
+    window.add_fields(fields)
+    window.add_fields(fields)
+    window.add_fields(fields, -1)
+    section = window.api_section()["/x/"]
+    assert section["total_requests"] == 3
+    assert section["error_count"] == 1
+    assert section["avg_response_time"] == pytest.approx(0.5)
+    assert window.payments_section()["by_reason"] == {"Card": 2}
+    assert window.dropped()["malformed"] == 4
+
+
+def test_empty_delta_has_nothing() -> None:
+    assert Delta().events == 0
