@@ -57,26 +57,25 @@ def check(
     firing = throttle.firing_keys(client, settings)
     silences = list_silences(client, settings, now)
     report: dict[str, list[dict[str, Any]]] = {kind: [] for kind in REPORT_KINDS}
-    pipe = client.pipeline(transaction=False)
+    batch = throttle.Batch(client)
     ops: list[tuple[str, rules.RuleResult, dict[str, Any] | None]] = []
     for result in rules.evaluate(summary, settings, now, firing=firing):
         silence = throttle.silence_for(silences, result.key)
         if result.notice is None:
             if result.key in firing:  # insufficient data: keep the state alive, change nothing
-                throttle.touch(pipe, settings, result.key)
+                batch.run(throttle.touch, settings, result.key)
                 ops.append(("touch", result, silence))
         elif result.state == rules.FIRING:
-            silenced = silence is not None
-            value = result.value
-            throttle.claim(
-                pipe, settings, result.key, result.notice, value=value, now=now, silenced=silenced
-            )
+            batch.run(
+                throttle.claim, settings, result.key, result.notice,
+                value=result.value, now=now, silenced=silence is not None,
+            )  # fmt: skip
             ops.append(("claim", result, silence))
         elif result.key in firing:
             notify = settings.send_resolved and silence is None
-            throttle.resolve(pipe, settings, result.key, result.notice, now=now, notify=notify)
+            batch.run(throttle.resolve, settings, result.key, result.notice, now=now, notify=notify)
             ops.append(("resolve", result, silence))
-    replies = pipe.execute(raise_on_error=False) if ops else []
+    replies = batch.replies()
     for (op, result, silence), reply in zip(ops, replies, strict=True):
         if isinstance(reply, redis.RedisError):
             log.error("alert %s: Redis refused the update: %s", result.key, reply)
@@ -120,10 +119,15 @@ def _resolved(
         return
     note = result.notice.note if result.notice else ""
     log.info("alert %s resolved%s (%s)", result.key, f": {note}" if note else "", status)
-    entry = {"key": result.key, "value": result.value, "note": note, "notify": status == "queued"}
-    report["resolved"].append(entry)
-    if silence is not None:
-        report["silenced"].append({"key": result.key, "value": result.value, **silence})
+    report["resolved"].append(
+        {
+            "key": result.key,
+            "value": result.value,
+            "note": note,
+            "notify": status == "queued",
+            "silenced": silence["pattern"] if silence else None,
+        }
+    )
 
 
 def deliver_due(
@@ -179,8 +183,8 @@ class _Delivery:
             entries = throttle.lease_due(
                 self.client, self.settings, t, lease_until=lease_until + LEASE_MARGIN_S
             )
-            if entries:
-                self.handle(entries)
+            if entries and not self.handle(entries):
+                break  # the pacing slot is not free before the deadline
             if self.left_s() <= 0:
                 break
             if not entries:
@@ -191,7 +195,8 @@ class _Delivery:
         self.counts["pending"] = throttle.outbox_size(self.client, self.settings)
         return self.counts
 
-    def handle(self, entries: list[Entry]) -> None:
+    def handle(self, entries: list[Entry]) -> bool:
+        """Drop what must not go out, send the rest; False when out of time for pacing."""
         t = self.clock()
         silences = list_silences(self.client, self.settings, t)
         resolved = [e for e in entries if e.kind == "resolved"]
@@ -230,7 +235,8 @@ class _Delivery:
             if not self.send(group):  # out of time waiting for the pacing slot
                 for rest in groups[i:]:
                     self.put_back(rest, attempt=False, delay_s=0.0)
-                return
+                return False
+        return True
 
     def send(self, group: list[Entry]) -> bool:
         notices = [_notice(e) for e in group]
@@ -284,26 +290,36 @@ class _Delivery:
         self.counts["retry"] += len(group)
 
     def put_back(self, group: list[Entry], *, attempt: bool, delay_s: float) -> None:
-        pipe = self.client.pipeline(transaction=False)
+        batch = throttle.Batch(self.client)
         due = self.clock() + delay_s
         for e in group:
-            throttle.reschedule(
-                pipe, self.settings, throttle.with_attempt(e) if attempt else e, due=due
-            )
-        pipe.execute()
+            again = throttle.with_attempt(e) if attempt else e
+            batch.run(throttle.reschedule, self.settings, again, due=due)
+        _raise_first(batch.replies())
 
     def finish(
         self, group: list[Entry], *, delivered: bool, hold_until: float | None = None
     ) -> None:
-        pipe = self.client.pipeline(transaction=False)
+        batch = throttle.Batch(self.client)
         now = self.clock()
         for e in group:
-            throttle.finish(
-                pipe, self.settings, e, now=now, delivered=delivered, hold_until=hold_until
+            batch.run(
+                throttle.finish,
+                self.settings,
+                e,
+                now=now,
+                delivered=delivered,
+                hold_until=hold_until,
             )
-        pipe.execute()
+        _raise_first(batch.replies())
         if delivered:
             self.counts["sent"] += len(group)
+
+
+def _raise_first(replies: list[Any]) -> None:
+    for reply in replies:
+        if isinstance(reply, redis.RedisError):
+            raise reply
 
 
 def _notice(entry: Entry) -> slack.Notice:

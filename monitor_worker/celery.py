@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from celery import Celery
-from celery.signals import before_task_publish, beat_init, worker_process_shutdown
+from celery.signals import beat_init, before_task_publish, worker_process_shutdown
 
 from .config import Settings
 from .schedule import TASK_NAMES, celery_defaults

@@ -22,9 +22,10 @@ def check_queues(monitor: MetricsMonitor, now: float) -> dict[str, Any]:
     if lengths is None:
         status = queues.broker_status(monitor.store(), settings) or {}
         return {"reachable": False, "error": status.get("error")}
-    return {"reachable": True, "queues": queues.queues_json(
-        lengths, settings.inspected_broker_url, now
-    )}
+    return {
+        "reachable": True,
+        "queues": queues.queues_json(lengths, settings.inspected_broker_url, now),
+    }
 
 
 def run_check(
@@ -82,9 +83,9 @@ def _evaluate(
     summary = monitor.get_metrics_summary(now=now, extra_queues=extra_queues)
     try:
         report = alerting.check(monitor.store(), settings, summary, now)
-        if deliver and (report["fired"] or report["resolved"] or alerting.outbox_size(
-            monitor.store(), settings
-        )):
+        if deliver and (
+            report["fired"] or report["resolved"] or alerting.outbox_size(monitor.store(), settings)
+        ):
             alerting.deliver_due(
                 monitor.store(), settings, deadline_s=settings.check_delivery_timeout_s
             )

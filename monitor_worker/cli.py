@@ -17,8 +17,8 @@ from typing import Any
 
 from .config import Settings, redact_url, redact_webhook, state_dir
 from .errors import MonitorError, QueueInspectionError
-from .report import format_summary
 from .monitor import MetricsMonitor
+from .report import format_summary
 from .store import REDIS_ERRORS, describe_error
 
 log = logging.getLogger("monitor_worker.cli")
@@ -203,7 +203,9 @@ def cmd_test_slack(args: argparse.Namespace) -> int:
     except SlackDeliveryError as exc:
         sys.stdout.write(f"Slack refused the test message: {exc}\n")
         return 1
-    sys.stdout.write(f"Slack accepted the test message ({redact_webhook(settings.slack_webhook_url)})\n")
+    sys.stdout.write(
+        f"Slack accepted the test message ({redact_webhook(settings.slack_webhook_url)})\n"
+    )
     return 0
 
 
@@ -243,7 +245,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("run", cmd_run, "worker and beat in one process (embedded Valkey by default)")
     p.add_argument("--concurrency", type=int, default=0, help="worker processes (default: CPUs)")
     p = add("demo", cmd_demo, "run with synthetic traffic that trips the alert rules")
-    p.add_argument("--duration", type=float, default=0.0, help="seconds to run (default: until Ctrl-C)")
+    p.add_argument(
+        "--duration", type=float, default=0.0, help="seconds to run (default: until Ctrl-C)"
+    )
     p = add("summary", cmd_summary, "the current window")
     p.add_argument("--json", action="store_true")
     p.add_argument("--now", type=float, default=None, help="evaluate the window ending then")

@@ -149,8 +149,13 @@ class Settings:
         return replace(self, **changes)
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
-        """Build settings from the environment; a bad value raises ConfigError naming it."""
+    def from_env(
+        cls, environ: Mapping[str, str] | None = None, defaults: Mapping[str, Any] | None = None
+    ) -> Settings:
+        """Build settings from the environment; a bad value raises ConfigError naming it.
+
+        ``defaults`` (field name -> value) replace built-in defaults for unset variables.
+        """
         env = os.environ if environ is None else environ
         r = _Reader(env)
         redis_url = r.text("MONITOR_REDIS_URL", "")
@@ -205,6 +210,9 @@ class Settings:
             queue_growth_min=r.integer("MONITOR_QUEUE_GROWTH_MIN", 20),
             pending_threshold=r.integer("MONITOR_PENDING_THRESHOLD", 100_000),
         )
+        for name, value in (defaults or {}).items():
+            if not env.get(_ENV_OF_FIELD.get(name, ""), "").strip():
+                values[name] = value
         try:
             return cls(**values)
         except ConfigError as exc:
@@ -275,8 +283,16 @@ def _check(s: Settings) -> None:
     if not s.task_queue:
         bad("task_queue", "must be non-empty")
     positive_ints = (
-        "window_s", "aggregate_batch", "buffer_max", "flush_batch", "shards", "raw_max",
-        "max_endpoints", "max_reasons", "alert_group_max", "queue_growth_checks",
+        "window_s",
+        "aggregate_batch",
+        "buffer_max",
+        "flush_batch",
+        "shards",
+        "raw_max",
+        "max_endpoints",
+        "max_reasons",
+        "alert_group_max",
+        "queue_growth_checks",
         "pending_threshold",
     )
     for name in positive_ints:
@@ -285,17 +301,27 @@ def _check(s: Settings) -> None:
     if s.window_s < BUCKET_S:
         bad("window_s", f"must be at least {BUCKET_S}")
     positive_floats = (
-        "aggregate_interval_s", "check_interval_s", "queue_check_interval_s",
-        "deliver_interval_s", "flush_interval_s", "delivery_max_age_s",
-        "check_delivery_timeout_s", "slack_timeout_s",
+        "aggregate_interval_s",
+        "check_interval_s",
+        "queue_check_interval_s",
+        "deliver_interval_s",
+        "flush_interval_s",
+        "delivery_max_age_s",
+        "check_delivery_timeout_s",
+        "slack_timeout_s",
     )
     for name in positive_floats:
         value = getattr(s, name)
         if not (math.isfinite(value) and value > 0):
             bad(name, "must be a number > 0")
     non_negative = (
-        "error_rate_threshold", "payment_failure_threshold", "celery_queue_threshold",
-        "api_response_threshold", "alert_throttle_s", "min_requests", "queue_growth_min",
+        "error_rate_threshold",
+        "payment_failure_threshold",
+        "celery_queue_threshold",
+        "api_response_threshold",
+        "alert_throttle_s",
+        "min_requests",
+        "queue_growth_min",
     )
     for name in non_negative:
         value = getattr(s, name)

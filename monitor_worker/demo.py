@@ -51,13 +51,25 @@ def run_demo(duration_s: float = 0.0) -> int:
     monitor = MetricsMonitor(settings=Settings.from_env(env))
     schedule = state_dir() / "demo-celerybeat-schedule"
     worker = subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "monitor_worker", "worker", "--beat",
-         "--loglevel=WARNING", "--concurrency=1", "--schedule", str(schedule)],
+        [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "monitor_worker",
+            "worker",
+            "--beat",
+            "--loglevel=WARNING",
+            "--concurrency=1",
+            "--schedule",
+            str(schedule),
+        ],
         env=env,
         start_new_session=True,
     )
-    sys.stdout.write("demo: synthetic traffic running; alerts appear within about a minute "
-                     "(Ctrl-C to stop)\n")
+    sys.stdout.write(
+        "demo: synthetic traffic running; alerts appear within about a minute (Ctrl-C to stop)\n"
+    )
     rng = random.Random()
     started = time.monotonic()
     next_table = started + 10

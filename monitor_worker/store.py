@@ -78,7 +78,10 @@ class Scripts:
 
 
 def push_batches(
-    client: Client, scr: Scripts, settings: Settings, batches: Sequence[tuple[int, str, list[bytes]]]
+    client: Client,
+    scr: Scripts,
+    settings: Settings,
+    batches: Sequence[tuple[int, str, list[bytes]]],
 ) -> None:
     """Push (shard, push id, entries) batches in one pipeline; raises on a Redis fault.
 
@@ -190,7 +193,9 @@ class Aggregator:
             oldest_bucket=bucket_of(now) - bucket_ttl_s(s.window_s) // 60 + 1,
         )
         refused_endpoints = self._admit(
-            {ep for _, ep in delta.api}, self._admitted_endpoints, self.keys.endpoints,
+            {ep for _, ep in delta.api},
+            self._admitted_endpoints,
+            self.keys.endpoints,
             s.max_endpoints,
         )
         refused_reasons = self._admit(

@@ -29,6 +29,7 @@ import math
 import re
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any, cast
 
@@ -38,7 +39,7 @@ from .config import Settings
 from .keys import Keys
 from .slack import Notice
 
-Client = redis.Redis | redis.client.Pipeline
+Client = Any  # redis.Redis, its Pipeline, or redis.cluster.RedisCluster
 
 # Claim an outbox slot for a firing alert. Guarantees: the episode starts once; at most one
 # entry per key in the outbox; nothing is claimed before hold_until or while silenced.
@@ -235,6 +236,35 @@ class Entry:
             since=float(data.get("since") or 0.0),
             attempts=int(data.get("attempts") or 0),
         )
+
+
+class Batch:
+    """Script calls sent together: on one pipeline (plain Redis), or one by one on a Redis
+    Cluster, whose pipelines cannot load scripts. ``replies()`` gives a reply or the
+    RedisError of each call, in order.
+    """
+
+    def __init__(self, client: Client) -> None:
+        self._client = client
+        self._pipe = client.pipeline(transaction=False) if isinstance(client, redis.Redis) else None
+        self._direct: list[Any] = []
+        self.size = 0
+
+    def run(self, call: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
+        """``call(client, *args, **kwargs)`` on the pipeline, or now."""
+        self.size += 1
+        if self._pipe is not None:
+            call(self._pipe, *args, **kwargs)
+            return
+        try:
+            self._direct.append(call(self._client, *args, **kwargs))
+        except redis.RedisError as exc:  # this call failed; the others stand
+            self._direct.append(exc)
+
+    def replies(self) -> list[Any]:
+        if self._pipe is None or not self.size:
+            return self._direct
+        return list(self._pipe.execute(raise_on_error=False))
 
 
 def state_ttl_s(settings: Settings) -> int:

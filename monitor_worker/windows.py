@@ -203,9 +203,7 @@ def fold(
         except (ValueError, TypeError, OverflowError):
             delta.count(now_bucket, "malformed")
     if delta.counters.get((now_bucket, "malformed")):
-        log.warning(
-            "skipped %d malformed raw entries", delta.counters[now_bucket, "malformed"]
-        )
+        log.warning("skipped %d malformed raw entries", delta.counters[now_bucket, "malformed"])
     return delta
 
 

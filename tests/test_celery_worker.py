@@ -49,8 +49,17 @@ def worker(tmp_path: Path) -> Iterator[list[subprocess.Popen[bytes]]]:
 
 
 def _start(env: dict[str, str], cwd: Path, beat: bool) -> subprocess.Popen[bytes]:
-    argv = [sys.executable, "-m", "celery", "-A", "monitor_worker", "worker",
-            "--loglevel=INFO", "--concurrency=1", "--pool=solo"]
+    argv = [
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "monitor_worker",
+        "worker",
+        "--loglevel=INFO",
+        "--concurrency=1",
+        "--pool=solo",
+    ]
     if beat:
         argv += ["--beat", "--schedule", str(cwd / "beat-schedule")]
     with open(cwd / "worker.log", "wb") as log:
@@ -73,8 +82,12 @@ def test_worker_with_beat_aggregates_on_its_own(
     summary = monitor.get_metrics_summary()
     assert summary["api"]["/api/content/"]["total_requests"] == 500
     assert summary["api"]["/api/content/"]["error_count"] == 100
-    beats = wait_for(lambda: all(read_heartbeats(client, settings).values())
-                     and read_heartbeats(client, settings), timeout=30)
+    beats = wait_for(
+        lambda: (
+            all(read_heartbeats(client, settings).values()) and read_heartbeats(client, settings)
+        ),
+        timeout=30,
+    )
     assert all(abs(time.time() - ts) < 60 for ts in beats.values() if ts)
     assert worker[0].poll() is None
     monitor.close()
@@ -92,9 +105,20 @@ def test_celery_call_enqueues_one_aggregation(
     client = connect(settings)
     worker.append(_start(env, tmp_path, beat=False))
     subprocess.run(
-        [sys.executable, "-m", "celery", "-A", "monitor_worker", "call",
-         "monitor_worker.aggregate"],
-        env=env, cwd=tmp_path, check=True, capture_output=True, timeout=60,
+        [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "monitor_worker",
+            "call",
+            "monitor_worker.aggregate",
+        ],
+        env=env,
+        cwd=tmp_path,
+        check=True,
+        capture_output=True,
+        timeout=60,
     )
     wait_for(lambda: pending_count(client, settings) == 0, timeout=60, interval=0.2)
     assert monitor.get_metrics_summary()["payments"]["failures_last_hour"] == 120

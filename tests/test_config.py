@@ -15,7 +15,9 @@ def test_defaults_match_the_seed(monkeypatch: pytest.MonkeyPatch, tmp_path: obje
     assert s.broker_url == s.redis_url
     assert (s.error_rate_threshold, s.payment_failure_threshold) == (5.0, 10)
     assert (s.celery_queue_threshold, s.api_response_threshold, s.alert_throttle_s) == (
-        100, 2.0, 600,
+        100,
+        2.0,
+        600,
     )
     assert s.window_s == 3600 and s.task_queue == "monitoring" and s.queues == ("celery",)
 

@@ -26,8 +26,12 @@ def _generate(n: int, now: float, seed: int = 3, span_s: float = 3000) -> list[t
     rng = random.Random(seed)
     eps = ["/api/review/today/", "/api/content/", "/api/accounts/login/", "/api/users/<id>/"]
     return [
-        (rng.choice(eps), rng.lognormvariate(-1.2, 1.0), rng.choice([200, 200, 200, 404, 500, 502]),
-         now - rng.uniform(0, span_s))
+        (
+            rng.choice(eps),
+            rng.lognormvariate(-1.2, 1.0),
+            rng.choice([200, 200, 200, 404, 500, 502]),
+            now - rng.uniform(0, span_s),
+        )
         for _ in range(n)
     ]
 
@@ -91,14 +95,26 @@ def test_summary_shape_and_payments(settings: Settings) -> None:
     monitor.track_payment_failure("Insufficient funds", 2.25)
     monitor.track_api_request("/api/content/", 0.35, 200)
     summary = monitor.get_metrics_summary()
-    for key in ("timestamp", "window_seconds", "api", "payments", "celery", "pending_events",
-                "dropped_events", "endpoints_folded"):
+    for key in (
+        "timestamp",
+        "window_seconds",
+        "api",
+        "payments",
+        "celery",
+        "pending_events",
+        "dropped_events",
+        "endpoints_folded",
+    ):
         assert key in summary
     assert summary["payments"]["failures_last_hour"] == 3
     assert summary["payments"]["by_reason"] == {"Card declined": 2, "Insufficient funds": 1}
     assert summary["payments"]["amount_total"] == pytest.approx(10002.75)
-    assert summary["dropped_events"] == {"malformed": 0, "buffer_overflow": 0, "raw_trimmed": 0,
-                                         "too_old": 0}
+    assert summary["dropped_events"] == {
+        "malformed": 0,
+        "buffer_overflow": 0,
+        "raw_trimmed": 0,
+        "too_old": 0,
+    }
     import json
 
     json.dumps(summary)
@@ -198,8 +214,12 @@ def _produce(settings: Settings, seed: int, n: int, now: float) -> None:
     monitor = MetricsMonitor(settings=settings)
     rng = random.Random(seed)
     for i in range(n):
-        monitor.track_api_request(f"/p/{i % 7}/", rng.random(), 500 if i % 10 == 0 else 200,
-                                  timestamp=now - rng.uniform(0, 600))
+        monitor.track_api_request(
+            f"/p/{i % 7}/",
+            rng.random(),
+            500 if i % 10 == 0 else 200,
+            timestamp=now - rng.uniform(0, 600),
+        )
     assert monitor.flush(timeout=30)
 
 
@@ -248,7 +268,8 @@ def test_cardinality_cap_folds_into_other(settings: Settings) -> None:
 
 def test_unreachable_store_raises_monitor_error() -> None:
     dead = Settings(redis_url=f"redis://127.0.0.1:{free_port()}/0", key_prefix="x:")
-    monitor = MetricsMonitor(settings=dead, redis=redis.Redis(port=free_port(),
-                                                              socket_connect_timeout=0.5))
+    monitor = MetricsMonitor(
+        settings=dead, redis=redis.Redis(port=free_port(), socket_connect_timeout=0.5)
+    )
     with pytest.raises(MonitorError, match="unreachable"):
         monitor.get_metrics_summary()

@@ -115,8 +115,9 @@ def test_fold_counts_exactly_against_a_reference() -> None:
 )
 def test_malformed_entries_are_skipped_and_counted(bad: bytes) -> None:
     good = [_api(NOW, "/ok/", 0.1, 200), _api(NOW, "/ok/", 0.2, 500)]
-    delta = fold([good[0], bad, good[1]], now=NOW, error_status_min=500, threshold_s=2.0,
-                 oldest_bucket=0)
+    delta = fold(
+        [good[0], bad, good[1]], now=NOW, error_status_min=500, threshold_s=2.0, oldest_bucket=0
+    )
     assert delta.counters[(bucket_of(NOW), "malformed")] == 1
     acc = delta.api[(bucket_of(NOW), "/ok/")]
     assert (acc.count, acc.errors) == (2, 1)
@@ -124,8 +125,9 @@ def test_malformed_entries_are_skipped_and_counted(bad: bytes) -> None:
 
 def test_future_events_count_now_and_old_ones_are_too_old() -> None:
     entries = [_api(NOW + 7200, "/f/", 0.1, 200), _api(NOW - 10 * 86400, "/o/", 0.1, 200)]
-    delta = fold(entries, now=NOW, error_status_min=500, threshold_s=2.0,
-                 oldest_bucket=bucket_of(NOW) - 120)
+    delta = fold(
+        entries, now=NOW, error_status_min=500, threshold_s=2.0, oldest_bucket=bucket_of(NOW) - 120
+    )
     assert delta.api[(bucket_of(NOW), "/f/")].count == 1
     assert delta.counters[(bucket_of(NOW), "too_old")] == 1
 
@@ -166,8 +168,14 @@ def test_cap_names_folds_into_other_and_counts() -> None:
 
 def test_window_add_fields_round_trip_and_subtract() -> None:
     fields = {
-        b"c:/x/": b"3", b"e:/x/": b"1", b"s:/x/": b"1.5", b"l:/x/": b"3",
-        b"h:/x/": b"-10:2,5:1", b"pc:Card": b"2", b"pa:Card": b"20", b"x:malformed": b"4",
+        b"c:/x/": b"3",
+        b"e:/x/": b"1",
+        b"s:/x/": b"1.5",
+        b"l:/x/": b"3",
+        b"h:/x/": b"-10:2,5:1",
+        b"pc:Card": b"2",
+        b"pa:Card": b"20",
+        b"x:malformed": b"4",
         b"_:start": b"123",
     }
     window = Window()
