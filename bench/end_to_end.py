@@ -241,7 +241,7 @@ def check_summary(
 def main() -> int:
     args = common.parse_args(__doc__ or "")
     report = common.Report("end_to_end")
-    n = 50_000 if args.quick else 1_000_000
+    n = 20_000 if args.quick else 1_000_000
     started = time.monotonic()
     with common.redis_server() as url:
         workers = Workers(2)
@@ -256,7 +256,7 @@ def main() -> int:
                     )
             live = run_case(url, Case(f"{n:,} ev live, 8 shards, 1 proc", n, live=True),
                             None, report)
-            small = 10_000 if args.quick else 100_000
+            small = 5_000 if args.quick else 100_000
             by_events = [run_case(url, Case(f"{small:,} ev", small), None, report),
                          speed[8, 1]]
             per_event = speed[8, 1].total_s / n

@@ -146,6 +146,8 @@ class Aggregator:
         """
         result = DrainResult()
         started = time.monotonic()
+        if shards is not None and any(not 0 <= s < self.settings.shards for s in shards):
+            raise ValueError(f"shards must be in 0-{self.settings.shards - 1} (got {shards!r})")
         for shard in range(self.settings.shards) if shards is None else shards:
             sk = self.keys.shard(shard)
             applied_any = False
@@ -244,6 +246,9 @@ class WindowRead:
 
 
 _FAST_PATH_MAX_LAG = 5  # buckets the roll may trail the wanted window by
+# Raw events a summary folds in on the fly; a larger backlog is counted (pending_events) but
+# only its newest events are included, so a stalled aggregation cannot make reads slow.
+PENDING_READ_MAX = 200_000
 
 
 def read_window(client: Client, settings: Settings, now: float) -> WindowRead:
@@ -255,6 +260,8 @@ def read_window(client: Client, settings: Settings, now: float) -> WindowRead:
     real_bucket = bucket_of(time.time())
     window = Window()
     pending: list[bytes] = []
+    pending_total = 0
+    per_shard = max(1_000, PENDING_READ_MAX // settings.shards)
     shard_keys = keys.all_shards()
     pre = client.pipeline(transaction=False)
     for sk in shard_keys:
@@ -277,7 +284,8 @@ def read_window(client: Client, settings: Settings, now: float) -> WindowRead:
                 extra = list(range(start, end + 1))
             for bucket in extra:
                 pipe.hgetall(sk.minute(bucket))
-            pipe.lrange(sk.raw, 0, -1)
+            pipe.llen(sk.raw)
+            pipe.lrange(sk.raw, 0, per_shard - 1)
             for lease_id in lease_ids:
                 pipe.lrange(sk.batch(lease_id.decode()), 0, -1)
             got = pipe.execute()
@@ -290,14 +298,16 @@ def read_window(client: Client, settings: Settings, now: float) -> WindowRead:
                 rest = rest[1:]
             for fields in rest[: len(extra)]:
                 window.add_fields(fields, -1 if fast else 1)
-            for entries in rest[len(extra) :]:
+            raw_len, *lists = rest[len(extra) :]
+            pending_total += int(raw_len) - len(lists[0])
+            for entries in lists:
                 pending.extend(entries)
             break
         else:
             raise MonitorError("metrics store kept changing while reading a window; try again")
     admitted = {m.decode() for m in client.smembers(keys.endpoints)}
     _add_pending(window, pending, settings, now, start, end, admitted)
-    return WindowRead(window, len(pending), len(admitted))
+    return WindowRead(window, pending_total + len(pending), len(admitted))
 
 
 def _add_pending(

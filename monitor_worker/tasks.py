@@ -21,9 +21,19 @@ def _heartbeat() -> None:
 
 @app.task(name=TASK_AGGREGATE, ignore_result=True)
 def aggregate(shards: list[int] | None = None) -> dict[str, int]:
-    """Drain raw events into buckets; bounded by the beat interval so runs never pile up."""
+    """Drain raw events into buckets; bounded by the beat interval so runs never pile up.
+
+    Called without ``shards`` (as beat does) it fans out one task per shard, so the worker
+    processes of every worker host drain the shards in parallel.
+    """
     _heartbeat()
-    budget = max(1.0, 0.9 * metrics_monitor.settings.aggregate_interval_s)
+    settings = metrics_monitor.settings
+    if shards is None and settings.shards > 1:
+        expires = settings.aggregate_interval_s
+        for shard in range(settings.shards):
+            aggregate.apply_async(kwargs={"shards": [shard]}, expires=expires)
+        return {"events": 0, "batches": 0, "reclaimed": 0, "fanned_out": settings.shards}
+    budget = max(1.0, 0.9 * settings.aggregate_interval_s)
     result = metrics_monitor.aggregate(shards=shards, budget_s=budget)
     return {"events": result.events, "batches": result.batches, "reclaimed": result.reclaimed}
 

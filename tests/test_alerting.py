@@ -258,7 +258,9 @@ def test_resolved_is_sent_once_per_delivered_firing(
     alerting.check(rclient, slack, FIRING, T0)
     deliver(rclient, slack, T0)
     report = alerting.check(rclient, slack, QUIET, T0 + 60)
-    assert report["resolved"] == [{"key": KEY, "value": 0.0, "note": "", "notify": True}]
+    assert report["resolved"] == [
+        {"key": KEY, "value": 0.0, "note": "", "notify": True, "silenced": None}
+    ]
     assert alerting.firing_alerts(rclient, slack) == []
     deliver(rclient, slack, T0 + 61)
     assert alerting.check(rclient, slack, QUIET, T0 + 90)["resolved"] == []
@@ -303,6 +305,12 @@ def test_silenced_alert_is_not_sent_until_unsilenced(
     assert alerting.remove_silence(rclient, slack, "error_rate:/api/*") is True
     assert keys(alerting.check(rclient, slack, FIRING, T0 + 30), "fired") == [KEY]
     deliver(rclient, slack, T0 + 31)
+    assert len(httpserver.log) == 1
+    # silenced again, it clears: no resolved message either
+    alerting.add_silence(rclient, slack, KEY, 600, "", T0 + 40)
+    [resolved] = alerting.check(rclient, slack, QUIET, T0 + 50)["resolved"]
+    assert resolved["notify"] is False and resolved["silenced"] == KEY
+    deliver(rclient, slack, T0 + 51)
     assert len(httpserver.log) == 1
 
 
@@ -370,7 +378,9 @@ def test_endpoint_without_traffic_resolves_with_a_note(
     alerting.check(rclient, slack, FIRING, T0)
     deliver(rclient, slack, T0)
     report = alerting.check(rclient, slack, summary(), T0 + 60)
-    assert report["resolved"] == [{"key": KEY, "value": None, "note": "no traffic", "notify": True}]
+    assert report["resolved"] == [
+        {"key": KEY, "value": None, "note": "no traffic", "notify": True, "silenced": None}
+    ]
     deliver(rclient, slack, T0 + 60)
     assert "no traffic" in bodies(httpserver)[1]
 

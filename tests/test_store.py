@@ -273,3 +273,28 @@ def test_unreachable_store_raises_monitor_error() -> None:
     )
     with pytest.raises(MonitorError, match="unreachable"):
         monitor.get_metrics_summary()
+
+
+def test_a_large_backlog_is_counted_but_read_only_in_part(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import monitor_worker.store as store
+
+    monkeypatch.setattr(store, "PENDING_READ_MAX", 4_000)  # 1,000 per shard here
+    monitor = MetricsMonitor(settings=settings)
+    for _ in range(6_000):
+        monitor.track_api_request("/backlog/", 0.1, 200)
+    monitor.flush(10)
+    summary = monitor.get_metrics_summary()
+    assert summary["pending_events"] == 6_000
+    assert summary["api"]["/backlog/"]["total_requests"] <= 4_000
+    monitor.aggregate()
+    summary = monitor.get_metrics_summary()
+    assert summary["pending_events"] == 0
+    assert summary["api"]["/backlog/"]["total_requests"] == 6_000
+    monitor.close()
+
+
+def test_drain_rejects_unknown_shards(settings: Settings) -> None:
+    with pytest.raises(ValueError, match="shards"):
+        Aggregator(connect(settings), settings).drain([settings.shards])
