@@ -146,7 +146,7 @@ def deliver_due(
 
     More than ``settings.alert_group_max`` entries due at once go out as one digest.
     """
-    run = _Delivery(client, settings, now, deadline_s, session, out)
+    run = _Delivery(client, settings, now, deadline_s, session=session, out=out)
     run.backoff_s, run.max_backoff_s, run.pace_s = backoff_s, max_backoff_s, pace_s
     return run.run()
 
@@ -160,6 +160,7 @@ class _Delivery:
         settings: Settings,
         now: float | None,
         deadline_s: float,
+        *,
         session: requests.Session | None,
         out: TextIO | None,
     ) -> None:

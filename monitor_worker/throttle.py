@@ -18,8 +18,9 @@ resolve + throttle), so at most one firing message per key per throttle period i
 
 Usage::
 
-    status, episode = claim(client, settings, "payment_failures", notice, value=12, now=now)
-    for entry in lease_due(client, settings, now, lease_until=now + 60): ...
+    claim(client, settings, "payment_failures", notice, value=12, now=now)  # [b"claimed", b"1"]
+    for entry in lease_due(client, settings, now, lease_until=now + 60):
+        ...  # send, then finish(...) or reschedule(...)
 """
 
 from __future__ import annotations

