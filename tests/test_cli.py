@@ -1,0 +1,148 @@
+"""The ``monitor-worker`` command, run as a real process."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from typing import Any
+
+import pytest
+from pytest_httpserver import HTTPServer
+
+from monitor_worker.config import Settings
+from monitor_worker.monitor import MetricsMonitor
+
+from .conftest import free_port
+
+WEBHOOK_SECRET = "XqZ7cliSECRET"
+
+
+def _env(settings: Settings, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MONITOR_", "CELERY_"))}
+    env.pop("SLACK_WEBHOOK_URL", None)
+    env.update(
+        MONITOR_REDIS_URL=settings.redis_url,
+        MONITOR_KEY_PREFIX=settings.key_prefix,
+        MONITOR_SHARDS=str(settings.shards),
+        MONITOR_QUEUES=f"cli-q-{time.time_ns()}",
+        MONITOR_CHECK_DELIVERY_TIMEOUT="5",
+        **extra,
+    )
+    return env
+
+
+def run(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "monitor_worker.cli", *args],
+        env=env, capture_output=True, text=True, timeout=60,
+    )
+
+
+def _traffic(settings: Settings) -> None:
+    monitor = MetricsMonitor(settings=settings)
+    for i in range(40):
+        monitor.track_api_request("/api/content/", 0.1, 500 if i % 2 else 200)
+    monitor.flush(5)
+    monitor.close()
+
+
+def test_summary_json_is_json_only(settings: Settings) -> None:
+    _traffic(settings)
+    out = run(_env(settings), "summary", "--json")
+    assert out.returncode == 0, out.stderr
+    summary = json.loads(out.stdout)
+    assert summary["api"]["/api/content/"]["total_requests"] == 40
+    table = run(_env(settings), "summary")
+    assert "/api/content/" in table.stdout and "50.00" in table.stdout
+
+
+@pytest.mark.parametrize("command", [["summary", "--json"], ["check", "--json"], ["health"]])
+def test_unreachable_store_exits_2_with_one_line(command: list[str]) -> None:
+    env = _env(Settings(redis_url="redis://127.0.0.1:1/0"))
+    env["MONITOR_REDIS_URL"] = f"redis://:hunter2@127.0.0.1:{free_port()}/0"
+    out = run(env, *command)
+    assert out.returncode == 2
+    assert out.stdout == ""
+    assert len(out.stderr.strip().splitlines()) == 1
+    assert "unreachable" in out.stderr and "hunter2" not in out.stderr
+
+
+def test_invalid_configuration_exits_2_naming_the_variable(settings: Settings) -> None:
+    out = run(_env(settings, MONITOR_WINDOW_SECONDS="abc"), "summary")
+    assert out.returncode == 2
+    assert "MONITOR_WINDOW_SECONDS" in out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1
+
+
+def test_check_json_and_fail_on_alert(settings: Settings) -> None:
+    _traffic(settings)
+    env = _env(settings)
+    out = run(env, "check", "--json")
+    assert out.returncode == 0, out.stderr
+    report = json.loads(out.stdout)
+    assert set(report) == {"fired", "resolved", "throttled", "silenced", "errors"}
+    assert [e["key"] for e in report["fired"]] == ["error_rate:/api/content/"]
+    again = run(env, "check", "--json", "--fail-on-alert")
+    assert again.returncode == 1
+    assert [e["key"] for e in json.loads(again.stdout)["throttled"]] == [
+        "error_rate:/api/content/"
+    ]
+    alerts = run(env, "alerts", "--json")
+    assert [a["key"] for a in json.loads(alerts.stdout)] == ["error_rate:/api/content/"]
+
+
+def test_silence_round_trip(settings: Settings) -> None:
+    env = _env(settings)
+    out = run(env, "silence", "error_rate:/api/admin/*", "--for", "2h", "--reason", "deploy")
+    assert out.returncode == 0, out.stderr
+    listed = json.loads(run(env, "silences", "--json").stdout)
+    assert [s["pattern"] for s in listed] == ["error_rate:/api/admin/*"]
+    assert run(env, "unsilence", "error_rate:/api/admin/*").returncode == 0
+    assert json.loads(run(env, "silences", "--json").stdout) == []
+    bad = run(env, "silence", "x", "--for", "soon")
+    assert bad.returncode == 2 and "duration" in bad.stderr.lower()
+
+
+def test_queues_json_and_unreachable_broker(settings: Settings) -> None:
+    env = _env(settings)
+    out = run(env, "queues", "--json")
+    assert out.returncode == 0, out.stderr
+    report: dict[str, Any] = json.loads(out.stdout)
+    (queue,) = report.values()
+    assert queue["length"] == 0 and queue["exists"] is False
+    down = run(
+        _env(settings, MONITOR_QUEUES_BROKER_URL=f"redis://:pw9@127.0.0.1:{free_port()}/0"),
+        "queues", "--json",
+    )
+    assert down.returncode == 2 and down.stdout == ""
+    assert "pw9" not in down.stderr and len(down.stderr.strip().splitlines()) == 1
+
+
+def test_test_slack_reports_the_answer_and_hides_the_webhook(
+    settings: Settings, httpserver: HTTPServer
+) -> None:
+    path = f"/services/T0/B0/{WEBHOOK_SECRET}"
+    httpserver.expect_request(path, method="POST").respond_with_data("ok")
+    env = _env(settings, SLACK_WEBHOOK_URL=httpserver.url_for(path))
+    ok = run(env, "test-slack")
+    assert ok.returncode == 0, ok.stderr
+    assert "accepted" in ok.stdout
+    assert WEBHOOK_SECRET not in ok.stdout + ok.stderr
+    httpserver.clear()
+    httpserver.expect_request(path, method="POST").respond_with_data(
+        "channel_not_found", status=404
+    )
+    refused = run(env, "test-slack")
+    assert refused.returncode == 1
+    assert "channel_not_found" in refused.stdout
+    assert WEBHOOK_SECRET not in refused.stdout + refused.stderr
+
+
+def test_health_is_unhealthy_without_heartbeats(settings: Settings) -> None:
+    out = run(_env(settings), "health", "--json")
+    assert out.returncode == 1
+    report = json.loads(out.stdout)
+    assert report["healthy"] is False and report["worker_seen_s_ago"] is None
