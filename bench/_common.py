@@ -104,12 +104,19 @@ def used_memory(client: redis.Redis) -> int:
         time.sleep(0.02)
 
 
-def wait_until(predicate: Callable[[], bool], timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout_s:.0f} s waiting for {what}")
-        time.sleep(0.01)
+def memory_by_kind(client: redis.Redis, prefix: str) -> dict[str, int]:
+    """``MEMORY USAGE`` of every key under ``prefix``, summed by kind (the key's last part)."""
+    keys = list(client.scan_iter(match=prefix + "*", count=1000))
+    pipe = client.pipeline(transaction=False)
+    for key in keys:
+        pipe.memory_usage(key, samples=0)
+    sizes: dict[str, int] = {}
+    counts: dict[str, int] = {}
+    for key, size in zip(keys, pipe.execute(), strict=True):
+        kind = key.decode().rsplit("}:", 1)[-1].split(":", 1)[0]
+        sizes[kind] = sizes.get(kind, 0) + int(size or 0)
+        counts[kind] = counts.get(kind, 0) + 1
+    return {**sizes, **{f"#{k}": n for k, n in counts.items()}}
 
 
 # -- workload ----------------------------------------------------------------------------------
@@ -145,13 +152,20 @@ def percentile(values: Sequence[float], q: float) -> float:
     return float(ordered[index])
 
 
-def print_table(title: str, headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+def print_table(
+    title: str, headers: Sequence[str], rows: Sequence[Sequence[Any]], left: int = 1
+) -> None:
+    """Print rows under headers; the first ``left`` columns left-aligned, the rest right."""
     cells = [[str(h) for h in headers]] + [[str(c) for c in row] for row in rows]
     widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
     print(f"\n{title}")
     for n, row in enumerate(cells):
-        print("  ".join(c.rjust(w) if n and i else c.ljust(w) for i, (c, w) in enumerate(
-            zip(row, widths, strict=True))))
+        print(
+            "  ".join(
+                c.rjust(w) if n and i >= left else c.ljust(w)
+                for i, (c, w) in enumerate(zip(row, widths, strict=True))
+            )
+        )
         if n == 0:
             print("  ".join("-" * w for w in widths))
 
@@ -208,10 +222,16 @@ def mark(ok: bool | None) -> str:
     return "" if ok is None else ("PASS" if ok else "FAIL")
 
 
-def parse_args(description: str) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=description)
+def parse_args(
+    description: str, extra: Callable[[argparse.ArgumentParser], None] | None = None
+) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=description, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--quick", action="store_true", help="a few seconds (smoke test)")
     parser.add_argument("--figures", help="write the figures as JSON to this file (run_all)")
+    if extra is not None:
+        extra(parser)
     return parser.parse_args()
 
 

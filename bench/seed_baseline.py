@@ -37,17 +37,28 @@ def seed_track(
     client: redis.Redis, key: str, response_time: float, status_code: int, now: float
 ) -> None:
     """One seed ``track_api_request``: read-modify-write of the pickled list (not atomic)."""
-    raw = client.get(key)
-    entries: list[dict[str, Any]] = pickle.loads(raw) if raw is not None else []
-    entries.append({
-        "timestamp": now,
-        "response_time": response_time,
-        "status_code": status_code,
-        "is_error": status_code >= 400,
-    })
+    entries: list[dict[str, Any]] = stored_list(client, key)
+    entries.append(
+        {
+            "timestamp": now,
+            "response_time": response_time,
+            "status_code": status_code,
+            "is_error": status_code >= 400,
+        }
+    )
     cutoff = now - WINDOW_S
     entries = [e for e in entries if e["timestamp"] > cutoff]
     client.set(key, pickle.dumps(entries, pickle.HIGHEST_PROTOCOL), ex=WINDOW_S)
+
+
+def stored_list(client: redis.Redis, key: str) -> list[dict[str, Any]]:
+    """The seed's cache.get(key, []) through Django's Redis backend (pickled values)."""
+    raw = client.get(key)
+    if raw is None:
+        return []
+    assert isinstance(raw, bytes)
+    entries: list[dict[str, Any]] = pickle.loads(raw)
+    return entries
 
 
 def seed_key(prefix: str, endpoint: str) -> str:
@@ -57,12 +68,18 @@ def seed_key(prefix: str, endpoint: str) -> str:
 def seed_cost(client: redis.Redis, prefix: str, size: int, calls: int) -> float:
     """Median ns of one seed call with ``size`` entries stored (steady: one expires per call)."""
     key = seed_key(prefix, f"/api/size-{size}/")
-    step = 0.001
+    # Entries sit on a grid of step seconds and the clock advances one step per call; with
+    # step = window / (size - 0.5) exactly one entry leaves the hour per call (no ties).
+    step = WINDOW_S / (size - 0.5)
     t_base = time.time()
     stored = [
-        {"timestamp": t_base - WINDOW_S + (k + 1) * step, "response_time": 0.12,
-         "status_code": 200, "is_error": False}
-        for k in range(size)
+        {
+            "timestamp": t_base + (j + 1) * step,
+            "response_time": 0.12,
+            "status_code": 200,
+            "is_error": False,
+        }
+        for j in range(-size, 0)
     ]
     client.set(key, pickle.dumps(stored, pickle.HIGHEST_PROTOCOL), ex=WINDOW_S)
     rts = common.response_times(calls)
@@ -73,7 +90,7 @@ def seed_cost(client: redis.Redis, prefix: str, size: int, calls: int) -> float:
         t0 = time.perf_counter_ns()
         seed_track(client, key, rts[i], sts[i], now)
         times.append(time.perf_counter_ns() - t0)
-    kept = len(pickle.loads(client.get(key) or b"\x80\x05]\x94."))
+    kept = len(stored_list(client, key))
     if kept != size:
         raise AssertionError(f"seed list should stay at {size} entries, holds {kept}")
     return common.median(times)
@@ -135,10 +152,10 @@ def concurrent(target: Any, args: tuple[Any, ...]) -> float:
         p.start()
     time.sleep(0.5)  # let them import; the event releases them together either way
     start.set()
-    times = []
+    times: list[float] = []
     try:
         for _ in procs:
-            times.append(results.get(timeout=300))
+            times.append(float(results.get(timeout=300)))
     except queue.Empty:
         raise TimeoutError("a writer process did not finish within 300 s") from None
     finally:
@@ -162,17 +179,16 @@ def main() -> int:
         settings = common.bench_settings(url, buffer_max=1_000_000)
         try:
             ours = ours_cost(settings, 5 if quick else 50)
-            seed = {size: seed_cost(client, settings.key_prefix, size, calls[size])
-                    for size in SIZES}
+            seed = {
+                size: seed_cost(client, settings.key_prefix, size, calls[size]) for size in SIZES
+            }
             shared = seed_key(settings.key_prefix, "/api/shared/")
             seed_s = concurrent(seed_writer, (url, shared, per_proc))
-            raw = client.get(shared)
-            seed_kept = len(pickle.loads(raw)) if raw is not None else 0
+            seed_kept = len(stored_list(client, shared))
             common.delete_prefix(client, settings.key_prefix)
             ours_s = concurrent(ours_writer, (settings, per_proc))
             monitor = MetricsMonitor(settings)
             monitor.aggregate()
-            monitor.track_payment_failure("bench", 1.5)  # see windows.py _plain_number
             summary = monitor.get_metrics_summary()
             monitor.close()
             ours_kept = summary["api"].get("/api/shared/", {}).get("total_requests", 0)
@@ -185,23 +201,47 @@ def main() -> int:
         "per-call cost, one thread (median)",
         ("design", "stored events", "per call", "seed / ours"),
         [("monitor_worker track_api_request", "-", common.fmt_ns(ours), "1x")]
-        + [("seed GET+pickle+SET", f"{size:,}", common.fmt_ns(seed[size]),
-            f"{seed[size] / ours:,.0f}x") for size in SIZES],
+        + [
+            (
+                "seed GET+pickle+SET",
+                f"{size:,}",
+                common.fmt_ns(seed[size]),
+                f"{seed[size] / ours:,.0f}x",
+            )
+            for size in SIZES
+        ],
     )
     common.print_table(
         f"{PROCS} processes x {per_proc:,} events on one endpoint at once",
         ("design", "events kept", "lost", "slowest writer s"),
-        [("seed read-modify-write", f"{seed_kept:,} of {total:,}",
-          f"{100 * (total - seed_kept) / total:.1f} %", f"{seed_s:.2f}"),
-         ("monitor_worker", f"{ours_kept:,} of {total:,}",
-          f"{100 * (total - ours_kept) / total:.1f} %", f"{ours_s:.2f}")],
+        [
+            (
+                "seed read-modify-write",
+                f"{seed_kept:,} of {total:,}",
+                f"{100 * (total - seed_kept) / total:.1f} %",
+                f"{seed_s:.2f}",
+            ),
+            (
+                "monitor_worker",
+                f"{ours_kept:,} of {total:,}",
+                f"{100 * (total - ours_kept) / total:.1f} %",
+                f"{ours_s:.2f}",
+            ),
+        ],
     )
     for size in SIZES:
-        report.figure(f"seed call, {size:,} stored / ours", f"{seed[size] / ours:,.0f}x",
-                      f"(seed {common.fmt_ns(seed[size])})")
+        report.figure(
+            f"seed call, {size:,} stored / ours",
+            f"{seed[size] / ours:,.0f}x",
+            f"(seed {common.fmt_ns(seed[size])})",
+        )
     report.figure(f"seed kept of {total:,} ({PROCS} procs)", f"{seed_kept:,}")
-    report.figure(f"ours counted of {total:,} ({PROCS} procs)", f"{ours_kept:,}",
-                  f"= {total:,}", ours_kept == total)
+    report.figure(
+        f"ours counted of {total:,} ({PROCS} procs)",
+        f"{ours_kept:,}",
+        f"= {total:,}",
+        ours_kept == total,
+    )
     return report.finish(args)
 
 

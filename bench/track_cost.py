@@ -39,7 +39,10 @@ def make_calls() -> list[tuple[str, float, int]]:
 
 
 def run_threads(
-    fn: Call, threads: int, blocks: int, calls: list[tuple[str, float, int]],
+    fn: Call,
+    threads: int,
+    blocks: int,
+    calls: list[tuple[str, float, int]],
     after_block: Callable[[], None] | None = None,
 ) -> tuple[list[float], int]:
     """Per-call ns of every timed block of every thread, and the run's wall time (ns)."""
@@ -89,9 +92,7 @@ class Variant:
 
 def prometheus_variant() -> Variant:
     registry = CollectorRegistry()
-    hist = Histogram(
-        "api_response_seconds", "API response time", ["endpoint"], registry=registry
-    )
+    hist = Histogram("api_response_seconds", "API response time", ["endpoint"], registry=registry)
     count = Counter("api_requests", "API requests", ["endpoint", "status"], registry=registry)
 
     def observe(ep: str, rt: float, st: int) -> None:
@@ -148,8 +149,7 @@ def main() -> int:
         client = common.client_for(url)
         # Large enough for the whole run, so a flusher that falls behind cannot drop events.
         monitors = {
-            n: MetricsMonitor(common.bench_settings(url, buffer_max=5_000_000))
-            for n in THREADS
+            n: MetricsMonitor(common.bench_settings(url, buffer_max=5_000_000)) for n in THREADS
         }
         try:
             for m in monitors.values():  # warm-up: starts the flusher, connects, loads scripts
@@ -192,9 +192,6 @@ def verify(monitors: dict[int, MetricsMonitor], tracked: dict[int, int], report:
     """Aggregate each monitor's events and compare the summary with what was tracked."""
     for n, m in monitors.items():
         m.aggregate()
-        # One payment failure: the summary's payments section fails on an empty window
-        # (windows.py _plain_number on an int under Python 3.11).
-        m.track_payment_failure("bench", 1.5)
         summary = m.get_metrics_summary()
         counted = sum(v["total_requests"] for v in summary["api"].values())
         dropped = sum(summary["dropped_events"].values())
@@ -202,8 +199,10 @@ def verify(monitors: dict[int, MetricsMonitor], tracked: dict[int, int], report:
             counted == tracked[n] and dropped == 0,
             f"{n} thread(s): tracked {tracked[n]:,}, counted {counted:,}, dropped {dropped}",
         )
-        print(f"verified {n:>2} thread(s): tracked {tracked[n]:,}, counted {counted:,}, "
-              f"dropped {dropped}")
+        print(
+            f"verified {n:>2} thread(s): tracked {tracked[n]:,}, counted {counted:,}, "
+            f"dropped {dropped}"
+        )
 
 
 def show(
@@ -215,31 +214,49 @@ def show(
         row: list[str] = [v.name]
         for n in THREADS:
             med = v.median(n)
-            row += [f"{med:,.0f}", f"{common.percentile(v.samples[n], 0.9):,.0f}",
-                    f"{common.median(v.walls[n]) / BLOCK:,.0f}"]
+            row += [
+                f"{med:,.0f}",
+                f"{common.percentile(v.samples[n], 0.9):,.0f}",
+                f"{common.median(v.walls[n]) / BLOCK:,.0f}",
+            ]
         row.append(f"{prom.median(1) / v.median(1):.1f}x")
         rows.append(row)
     headers = ["variant"]
     for n in THREADS:
         headers += [f"{n}t med", f"{n}t p90", f"{n}t wall"]
     headers.append("prom/x 1t")
-    common.print_table("ns per call (median / p90 of 1,000-call blocks; wall = elapsed per call "
-                       "over all threads, ours incl. flush)", headers, rows)
-    print(f"peak events buffered in the app (default MONITOR_BUFFER_MAX is 100,000): "
-          f"{', '.join(f'{n}t {peak[n]:,}' for n in THREADS)}")
+    common.print_table(
+        "ns per call (median / p90 of 1,000-call blocks; wall = elapsed per call "
+        "over all threads, ours incl. flush)",
+        headers,
+        rows,
+    )
+    print(
+        f"peak events buffered in the app (default MONITOR_BUFFER_MAX is 100,000): "
+        f"{', '.join(f'{n}t {peak[n]:,}' for n in THREADS)}"
+    )
     one = ours.median(1)
-    report.figure("track median, 1 thread", common.fmt_ns(one), "<= 1 µs",
-                  None if quick else one <= 1000)
+    report.figure(
+        "track median, 1 thread", common.fmt_ns(one), "<= 1 µs", None if quick else one <= 1000
+    )
     ratio = prom.median(1) / one
-    report.figure("prometheus / track, 1 thread", f"{ratio:.1f}x", ">= 4x",
-                  None if quick else ratio >= 4)
+    report.figure(
+        "prometheus / track, 1 thread", f"{ratio:.1f}x", ">= 4x", None if quick else ratio >= 4
+    )
     for n in THREADS[1:]:
         r = prom.median(n) / ours.median(n)
-        report.figure(f"prometheus / track, {n} threads", f"{r:.1f}x",
-                      ">= 1x" if n == 16 else "", (None if quick else r >= 1) if n == 16 else None)
+        report.figure(
+            f"prometheus / track, {n} threads",
+            f"{r:.1f}x",
+            ">= 1x" if n == 16 else "",
+            (None if quick else r >= 1) if n == 16 else None,
+        )
     wall = common.median(ours.walls[1]) / BLOCK
-    report.figure("track wall incl. flush, 1 thread", common.fmt_ns(wall),
-                  f"(prometheus wall {common.fmt_ns(common.median(prom.walls[1]) / BLOCK)})")
+    report.figure(
+        "track wall incl. flush, 1 thread",
+        common.fmt_ns(wall),
+        f"(prometheus wall {common.fmt_ns(common.median(prom.walls[1]) / BLOCK)})",
+    )
 
 
 if __name__ == "__main__":

@@ -96,9 +96,15 @@ def _claimed(
     reminder: bool,
 ) -> None:
     status, detail = throttle.as_text(reply[0]), throttle.as_text(reply[1])
-    entry = {"key": result.key, "value": result.value, "threshold": result.threshold}
+    title = result.notice.title if result.notice else ""
+    entry = {
+        "key": result.key,
+        "title": title,
+        "value": result.value,
+        "threshold": result.threshold,
+    }
     if status == "claimed":
-        log.info("alert %s firing: %s", result.key, result.notice.title if result.notice else "")
+        log.info("alert %s firing: %s", result.key, title)
         report["fired"].append({**entry, "episode": int(detail), "reminder": reminder})
     elif status == "silenced" and silence is not None:
         log.info("alert %s firing but silenced by %r", result.key, silence["pattern"])
@@ -122,6 +128,7 @@ def _resolved(
     report["resolved"].append(
         {
             "key": result.key,
+            "title": result.notice.title if result.notice else "",
             "value": result.value,
             "note": note,
             "notify": status == "queued",

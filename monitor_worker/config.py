@@ -337,6 +337,16 @@ def _check(s: Settings) -> None:
         bad("slack_webhook_url", "must be an http(s) URL")
     if not s.queues:
         bad("queues", "must name at least one queue")
+    if s.redis_cluster:
+        if s.broker_url == s.redis_url:
+            bad(
+                "broker_url",
+                "must be set to a single Redis, Sentinel or RabbitMQ broker when "
+                "MONITOR_REDIS_CLUSTER=1 (kombu has no Redis Cluster transport)",
+            )
+        parts = urlsplit(s.redis_url)
+        if parts.scheme == "unix" or parts.path.strip("/") not in ("", "0"):
+            bad("redis_url", "must be a redis:// or rediss:// URL of database 0 on a cluster")
 
 
 def _shown(name: str, value: Any) -> str:

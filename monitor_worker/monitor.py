@@ -95,14 +95,19 @@ class MetricsMonitor(Tracker):
         return Settings.from_env(defaults=defaults)
 
     def store(self) -> Client:
-        """The client used for reads, aggregation and checks (one per process)."""
+        """The client used for reads, aggregation and checks (one per process).
+
+        Raises MonitorError when it cannot be made (an unreachable Redis Cluster)."""
         if self._given_client is not None:
             return self._given_client
         pid = os.getpid()
         client = self._store_clients.get(pid)
         if client is None:
-            self._store_clients = {pid: connect(self.settings)}
-            client = self._store_clients[pid]
+            try:  # a Redis Cluster client talks to the nodes as it is made
+                client = connect(self.settings)
+            except REDIS_ERRORS as exc:
+                raise MonitorError(describe_error(self.settings, exc)) from None
+            self._store_clients = {pid: client}
         return client
 
     # -- reading --------------------------------------------------------------------------------

@@ -19,6 +19,7 @@ from typing import Any
 
 import redis
 from redis.backoff import NoBackoff
+from redis.exceptions import NoScriptError, RedisClusterException
 from redis.retry import Retry
 
 from . import scripts
@@ -31,7 +32,9 @@ log = logging.getLogger("monitor_worker.store")
 
 Client = Any  # redis.Redis or redis.RedisCluster: both speak the commands used here
 
-REDIS_ERRORS: tuple[type[BaseException], ...] = (redis.RedisError, OSError)
+# A cluster client reports an unreachable cluster (at connect and on any command) as
+# RedisClusterException, which is not a RedisError.
+REDIS_ERRORS: tuple[type[BaseException], ...] = (redis.RedisError, RedisClusterException, OSError)
 
 
 def connect(
@@ -88,15 +91,45 @@ def push_batches(
     A batch pushed again with the same id (after an unknown outcome) is not added twice.
     """
     keys = Keys(settings.key_prefix, settings.shards)
-    pipe = client.pipeline(transaction=False)
+    calls: list[tuple[list[str], list[Any]]] = []
     for shard, push_id, entries in batches:
         sk = keys.shard(shard)
-        scr.push(
-            keys=[sk.raw, sk.push(push_id), sk.stats],
-            args=[settings.raw_max, PUSH_DEDUPE_TTL_S, *entries],
-            client=pipe,
+        calls.append(
+            ([sk.raw, sk.push(push_id), sk.stats], [settings.raw_max, PUSH_DEDUPE_TTL_S, *entries])
         )
+    if isinstance(client, redis.RedisCluster):
+        _push_cluster(client, scr.push, calls)
+        return
+    pipe = client.pipeline(transaction=False)
+    for call_keys, args in calls:
+        scr.push(keys=call_keys, args=args, client=pipe)
     pipe.execute()
+
+
+def _push_cluster(client: Client, script: Any, calls: list[tuple[list[str], list[Any]]]) -> None:
+    """PUSH calls on a Redis Cluster: one pipelined round trip per master.
+
+    A cluster pipeline refuses Script objects (it cannot load a script where it routes one), so
+    EVALSHA is queued as a plain command, routed by the shard keys and following MOVED/ASK.
+    A master without the script (new, restarted, failed over) answers NOSCRIPT and ran
+    nothing: the script is loaded on every master and those calls are sent again.
+    """
+    pending = calls
+    for attempt in range(2):
+        pipe = client.pipeline(transaction=False)
+        for call_keys, args in pending:
+            pipe.execute_command("EVALSHA", script.sha, len(call_keys), *call_keys, *args)
+        replies = pipe.execute(raise_on_error=False)
+        missing = []
+        for call, reply in zip(pending, replies, strict=True):
+            if isinstance(reply, NoScriptError) and attempt == 0:
+                missing.append(call)
+            elif isinstance(reply, Exception):
+                raise reply
+        if not missing:
+            return
+        client.script_load(script.script)
+        pending = missing
 
 
 @dataclass

@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 import redis
 
@@ -38,13 +39,6 @@ def _free_ports(n: int) -> list[int]:
     finally:
         for sock in socks:
             sock.close()
-
-
-def _wait(what: str, predicate: Callable[[], bool], deadline: float) -> None:
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"local cluster: {what} not reached in {START_TIMEOUT_S} s")
-        time.sleep(0.02)
 
 
 class LocalCluster:
@@ -88,8 +82,7 @@ class LocalCluster:
             for port, bus in zip(self.ports, bus_ports, strict=True):
                 self._procs.append(self._spawn(binary, port, bus))
             nodes = [self.node(i) for i in range(self.masters)]
-            for i, node in enumerate(nodes):
-                _wait(f"node {self.ports[i]} answering", lambda n=node: _pings(n), deadline)
+            self._wait("every node answering", lambda: all(_pings(n) for n in nodes), deadline)
             self._form(nodes, bus_ports, deadline)
             for node in nodes:
                 node.close()
@@ -122,14 +115,14 @@ class LocalCluster:
         per = SLOTS // len(nodes)
         for i, node in enumerate(nodes):
             first, last = i * per, (SLOTS - 1 if i == len(nodes) - 1 else (i + 1) * per - 1)
-            node.execute_command("CLUSTER", "SET-CONFIG-EPOCH", i + 1)
-            node.execute_command("CLUSTER", "ADDSLOTSRANGE", first, last)
+            _command(node, "CLUSTER", "SET-CONFIG-EPOCH", i + 1)
+            _command(node, "CLUSTER", "ADDSLOTSRANGE", first, last)
         for port, bus in zip(self.ports[1:], bus_ports[1:], strict=True):
-            nodes[0].execute_command("CLUSTER", "MEET", "127.0.0.1", port, bus)
+            _command(nodes[0], "CLUSTER", "MEET", "127.0.0.1", port, bus)
 
         def formed() -> bool:
             for node in nodes:
-                info = node.execute_command("CLUSTER", "INFO")
+                info = _command(node, "CLUSTER", "INFO")
                 text = info.decode() if isinstance(info, bytes) else str(info)
                 if "cluster_state:ok" not in text:
                     return False
@@ -137,7 +130,24 @@ class LocalCluster:
                     return False
             return True
 
-        _wait("cluster_state:ok on every node", formed, deadline)
+        self._wait("cluster_state:ok on every node", formed, deadline)
+
+    def _wait(self, what: str, predicate: Callable[[], bool], deadline: float) -> None:
+        """Poll ``predicate`` until true; fail at once if a node exited, or at the deadline."""
+        while not predicate():
+            for port, proc in zip(self.ports, self._procs, strict=True):
+                if proc.poll() is not None:
+                    raise RuntimeError(f"local cluster: node {port} exited: {self._log(port)}")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"local cluster: {what} not reached in {START_TIMEOUT_S} s")
+            time.sleep(0.02)
+
+    def _log(self, port: int) -> str:
+        assert self._dir is not None
+        try:
+            return (self._dir / str(port) / "valkey.log").read_text()[-2000:]
+        except OSError as exc:
+            return f"(no log: {exc})"
 
     def stop(self) -> None:
         for proc in self._procs:
@@ -153,6 +163,10 @@ class LocalCluster:
         if self._dir is not None:
             shutil.rmtree(self._dir, ignore_errors=True)
             self._dir = None
+
+
+def _command(node: redis.Redis, *args: Any) -> Any:
+    return node.execute_command(*args)  # type: ignore[no-untyped-call]
 
 
 def _pings(node: redis.Redis) -> bool:

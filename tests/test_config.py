@@ -74,3 +74,25 @@ def test_lists_and_json() -> None:
     assert s.endpoints == ("/api/review/today/", "/api/content/")
     assert s.queues == ("celery", "emails")
     assert s.queues_broker_transport_options == {"global_keyprefix": "x:"}
+
+
+@pytest.mark.parametrize(
+    ("env", "name"),
+    [
+        (
+            {"MONITOR_REDIS_CLUSTER": "1", "MONITOR_REDIS_URL": "redis://n1:7000/0"},
+            "CELERY_BROKER_URL",
+        ),
+        (
+            {
+                "MONITOR_REDIS_CLUSTER": "1",
+                "MONITOR_REDIS_URL": "redis://n1:7000/3",
+                "CELERY_BROKER_URL": "amqp://guest:guest@mq//",
+            },
+            "MONITOR_REDIS_URL",
+        ),
+    ],
+)
+def test_cluster_needs_its_own_broker_and_database_0(env: dict[str, str], name: str) -> None:
+    with pytest.raises(ConfigError, match=name):
+        Settings.from_env(env)
