@@ -15,13 +15,15 @@ import stat
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 from .errors import ConfigError
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 BUCKET_S = 60  # time-bucket width; the window is a whole number of buckets
+MAX_WINDOW_S = 7 * 86400  # also the longest interval or timeout accepted
+MAX_COUNT = 10**9  # the largest count-like setting accepted
 
 T = TypeVar("T")
 
@@ -32,13 +34,14 @@ def redact_url(url: str | None) -> str:
         return ""
     try:
         parts = urlsplit(url)
+        port = parts.port
     except ValueError:
         return "<unparseable url>"
     if parts.password is None and not (parts.username and "@" in parts.netloc):
         return url
     host = parts.hostname or ""
-    if parts.port is not None:
-        host = f"{host}:{parts.port}"
+    if port is not None:
+        host = f"{host}:{port}"
     user = parts.username or ""
     return urlunsplit((parts.scheme, f"{user}:***@{host}", parts.path, parts.query, ""))
 
@@ -47,7 +50,10 @@ def redact_webhook(url: str | None) -> str:
     """Show only the scheme, host and the first path element of a webhook URL."""
     if not url:
         return "(not set)"
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<unparseable url>"
     first = parts.path.strip("/").split("/")[0] if parts.path else ""
     return f"{parts.scheme}://{parts.hostname}/{first}/***"
 
@@ -269,14 +275,21 @@ _BROKER_SCHEMES = ("redis", "rediss", "unix", "sentinel", "amqp", "amqps", "pyam
 
 
 def _check(s: Settings) -> None:
-    def bad(name: str, why: str) -> None:
+    def bad(name: str, why: str) -> NoReturn:
         raise ConfigError(f"{name}: {why} (got {_shown(name, getattr(s, name))})")
 
-    if urlsplit(s.redis_url).scheme not in _REDIS_SCHEMES:
+    def scheme(name: str) -> str:
+        try:
+            parts = urlsplit(str(getattr(s, name)))
+            parts.port  # noqa: B018 - raises ValueError on a bad port
+        except ValueError as exc:
+            bad(name, f"is not a valid URL ({exc})")
+        return parts.scheme.split("+")[0]
+
+    if scheme("redis_url") not in _REDIS_SCHEMES:
         bad("redis_url", "must be a redis://, rediss:// or unix:// URL")
     for name in ("broker_url", "queues_broker_url"):
-        value = getattr(s, name)
-        if value and urlsplit(value).scheme.split("+")[0] not in _BROKER_SCHEMES:
+        if getattr(s, name) and scheme(name) not in _BROKER_SCHEMES:
             bad(name, "must be a redis://, rediss://, sentinel:// or amqp:// URL")
     if not s.key_prefix or any(c in s.key_prefix for c in "{}"):
         bad("key_prefix", "must be non-empty and contain no '{' or '}'")
@@ -298,8 +311,11 @@ def _check(s: Settings) -> None:
     for name in positive_ints:
         if getattr(s, name) < 1:
             bad(name, "must be a whole number >= 1")
-    if s.window_s < BUCKET_S:
-        bad("window_s", f"must be at least {BUCKET_S}")
+    for name in positive_ints:
+        if getattr(s, name) > MAX_COUNT:
+            bad(name, f"must be at most {MAX_COUNT}")
+    if not BUCKET_S <= s.window_s <= MAX_WINDOW_S:
+        bad("window_s", f"must be between {BUCKET_S} and {MAX_WINDOW_S} (7 days)")
     positive_floats = (
         "aggregate_interval_s",
         "check_interval_s",
@@ -312,8 +328,8 @@ def _check(s: Settings) -> None:
     )
     for name in positive_floats:
         value = getattr(s, name)
-        if not (math.isfinite(value) and value > 0):
-            bad(name, "must be a number > 0")
+        if not (math.isfinite(value) and 0 < value <= MAX_WINDOW_S):
+            bad(name, f"must be a number > 0 and at most {MAX_WINDOW_S}")
     non_negative = (
         "error_rate_threshold",
         "payment_failure_threshold",
@@ -325,15 +341,15 @@ def _check(s: Settings) -> None:
     )
     for name in non_negative:
         value = getattr(s, name)
-        if not (math.isfinite(value) and value >= 0):
-            bad(name, "must be a number >= 0")
+        if not (math.isfinite(value) and 0 <= value <= MAX_COUNT):
+            bad(name, f"must be a number >= 0 and at most {MAX_COUNT}")
     if not 100 <= s.error_status_min <= 599:
         bad("error_status_min", "must be an HTTP status code 100-599")
     if s.flush_mode not in ("auto", "thread", "inline"):
         bad("flush_mode", "must be one of auto, thread, inline")
     if s.shards > 1024:
         bad("shards", "must be at most 1024")
-    if s.slack_webhook_url and urlsplit(s.slack_webhook_url).scheme not in ("http", "https"):
+    if s.slack_webhook_url and scheme("slack_webhook_url") not in ("http", "https"):
         bad("slack_webhook_url", "must be an http(s) URL")
     if not s.queues:
         bad("queues", "must name at least one queue")
@@ -369,8 +385,8 @@ class _Reader:
             return default
         try:
             return parse(raw.strip())
-        except (ValueError, TypeError):
-            shown = "***" if "URL" in name else repr(raw)
+        except (ValueError, TypeError, RecursionError):
+            shown = "***" if "URL" in name else repr(raw[:60])
             raise ConfigError(f"{name}: must be {what} (got {shown})") from None
 
     def text(self, name: str, default: str) -> str:

@@ -21,33 +21,48 @@ PAYMENT = "p"
 OVERFLOW = "o"
 
 
+# Upper bounds keep every stored sum finite and every entry small.
+MAX_RESPONSE_TIME_S = 1e6
+MAX_AMOUNT = 1e15
+
+
+def _shown(value: Any) -> str:
+    """A short, always-printable rendering of a rejected value."""
+    try:
+        text = repr(value)
+    except ValueError:  # ints too long to print
+        return f"<{type(value).__name__}>"
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
 def _name(value: Any, arg: str) -> str:
     if not isinstance(value, str):
         raise TypeError(f"{arg} must be a str, not {type(value).__name__}")
-    if not value:
+    name = str.__str__(value)  # the checked value itself, never a subclass's __str__
+    if not name:
         raise ValueError(f"{arg} must be a non-empty str")
-    if len(value) > MAX_NAME_LEN:
-        raise ValueError(f"{arg} must be at most {MAX_NAME_LEN} characters (got {len(value)})")
+    if len(name) > MAX_NAME_LEN:
+        raise ValueError(f"{arg} must be at most {MAX_NAME_LEN} characters (got {len(name)})")
     try:
-        value.encode("utf-8")
+        name.encode("utf-8")
     except UnicodeEncodeError:
         raise ValueError(f"{arg} must be valid text (it holds an unpaired surrogate)") from None
-    return value
+    return name
 
 
-def _number(value: Any, arg: str, *, allow_decimal: bool = False) -> float:
+def _number(value: Any, arg: str, limit: float, *, allow_decimal: bool = False) -> float:
     ok = isinstance(value, (int, float)) or (allow_decimal and isinstance(value, Decimal))
     if isinstance(value, bool) or not ok:
         wanted = "an int, float or Decimal" if allow_decimal else "an int or float"
         raise TypeError(f"{arg} must be {wanted}, not {type(value).__name__}")
     try:
         number = float(value)
-    except OverflowError:
-        raise ValueError(f"{arg} must be finite (got {value!r})") from None
+    except (OverflowError, ValueError):
+        raise ValueError(f"{arg} must be a finite number (got {_shown(value)})") from None
     if not math.isfinite(number):
-        raise ValueError(f"{arg} must be finite (got {value!r})")
-    if number < 0:
-        raise ValueError(f"{arg} must be >= 0 (got {value!r})")
+        raise ValueError(f"{arg} must be finite (got {_shown(value)})")
+    if not 0 <= number <= limit:
+        raise ValueError(f"{arg} must be between 0 and {limit:g} (got {_shown(value)})")
     return number
 
 
@@ -55,38 +70,37 @@ def check_timestamp(value: Any) -> float:
     """A unix time in seconds; ``timestamp`` names the argument in errors."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TypeError(f"timestamp must be an int or float, not {type(value).__name__}")
-    ts = float(value)
+    try:
+        ts = float(value)
+    except OverflowError:
+        ts = math.inf
     if not math.isfinite(ts) or ts <= 0 or ts >= 1e11:
-        raise ValueError(f"timestamp must be a unix time in seconds (got {value!r})")
+        raise ValueError(f"timestamp must be a unix time in seconds (got {_shown(value)})")
     return ts
 
 
 def check_api(endpoint: Any, response_time: Any, status_code: Any) -> tuple[str, float, int]:
     """Validate one API request; errors name the argument. The slow path of tracking."""
     endpoint = _name(endpoint, "endpoint")
-    rt = _number(response_time, "response_time")
+    rt = _number(response_time, "response_time", MAX_RESPONSE_TIME_S)
     if isinstance(status_code, bool) or not isinstance(status_code, int):
         raise TypeError(f"status_code must be an int, not {type(status_code).__name__}")
     if not 100 <= status_code <= 599:
-        raise ValueError(f"status_code must be in 100-599 (got {status_code!r})")
+        raise ValueError(f"status_code must be in 100-599 (got {_shown(status_code)})")
     return endpoint, rt, int(status_code)
 
 
-def check_payment(reason: Any, amount: Any) -> tuple[str, str]:
-    """Validate one payment failure; the amount is kept as exact text."""
-    reason = _name(reason, "reason")
-    _number(amount, "amount", allow_decimal=True)
-    if isinstance(amount, Decimal):
-        return reason, format(amount, "f")
-    return reason, repr(amount)
+def check_payment(reason: Any, amount: Any) -> tuple[str, float]:
+    """Validate one payment failure; the amount becomes a float (sums are floats anyway)."""
+    return _name(reason, "reason"), _number(amount, "amount", MAX_AMOUNT, allow_decimal=True)
 
 
 def encode_api(ts: float, endpoint: str, response_time_s: float, status_code: int) -> bytes:
     return f"a|{ts!r}|{response_time_s!r}|{status_code}|{endpoint}".encode()
 
 
-def encode_payment(ts: float, reason: str, amount: str) -> bytes:
-    return f"p|{ts!r}|{amount}|{reason}".encode()
+def encode_payment(ts: float, reason: str, amount: float) -> bytes:
+    return f"p|{ts!r}|{amount!r}|{reason}".encode()
 
 
 def encode_overflow(ts: float, count: int) -> bytes:

@@ -66,7 +66,8 @@ def connect(
 def describe_error(settings: Settings, exc: BaseException) -> str:
     """A one-line reason that never shows a password."""
     text = str(exc).replace(settings.redis_url, redact_url(settings.redis_url))
-    return f"metrics store {redact_url(settings.redis_url)} unreachable: {text}"
+    what = "refused a command" if isinstance(exc, redis.ResponseError) else "unreachable"
+    return f"metrics store {redact_url(settings.redis_url)} {what}: {text}"
 
 
 class Scripts:
@@ -339,8 +340,21 @@ def read_window(client: Client, settings: Settings, now: float) -> WindowRead:
         else:
             raise MonitorError("metrics store kept changing while reading a window; try again")
     admitted = {m.decode() for m in client.smembers(keys.endpoints)}
-    _add_pending(window, pending, settings, now, start, end, admitted)
+    reasons = {m.decode() for m in client.smembers(keys.reasons)}
+    _add_pending(window, pending, settings, now, start, end, admitted, reasons)
     return WindowRead(window, pending_total + len(pending), len(admitted))
+
+
+def _refused(names: set[str], admitted: set[str], cap: int) -> set[str]:
+    """The names a cap would refuse, admitting new ones in order while there is room."""
+    room = max(0, cap - len(admitted))
+    refused = set()
+    for name in sorted(names - admitted - {"__other__"}):
+        if room > 0:
+            room -= 1
+        else:
+            refused.add(name)
+    return refused
 
 
 def _add_pending(
@@ -351,6 +365,7 @@ def _add_pending(
     start: int,
     end: int,
     admitted: set[str],
+    reasons: set[str],
 ) -> None:
     if not entries:
         return
@@ -364,16 +379,12 @@ def _add_pending(
         threshold_s=settings.api_response_threshold,
         oldest_bucket=start,
     )
-    room = max(0, settings.max_endpoints - len(admitted))
-    refused = set()
-    for endpoint in sorted({ep for _, ep in delta.api}):
-        if endpoint in admitted or endpoint == "__other__":
-            continue
-        if room > 0:
-            room -= 1
-        else:
-            refused.add(endpoint)
-    cap_names(delta, refused, set(), fold_now)
+    cap_names(
+        delta,
+        _refused({ep for _, ep in delta.api}, admitted, settings.max_endpoints),
+        _refused({r for _, r in delta.pay}, reasons, settings.max_reasons),
+        fold_now,
+    )
     delta.counters.pop((bucket_of(fold_now), "too_old"), None)
     window.add_delta(delta, start, end)
 

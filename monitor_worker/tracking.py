@@ -24,6 +24,7 @@ from typing import Any
 
 from .config import Settings
 from .events import (
+    MAX_RESPONSE_TIME_S,
     check_api,
     check_payment,
     check_timestamp,
@@ -113,7 +114,7 @@ class Tracker:
             and 0 < len(endpoint) <= 200
             and endpoint.isascii()
             and (type(response_time) is float or type(response_time) is int)
-            and 0 <= response_time < _INF
+            and 0 <= response_time <= MAX_RESPONSE_TIME_S
             and type(status_code) is int
             and 100 <= status_code <= 599
         ):
@@ -132,14 +133,14 @@ class Tracker:
         self, reason: str, amount: Any, *, timestamp: float | None = None
     ) -> None:
         """Record one failed payment (reason text, amount as int, float or Decimal)."""
-        reason, amount_text = check_payment(reason, amount)
+        reason, amount_f = check_payment(reason, amount)
         ts = _time() if timestamp is None else check_timestamp(timestamp)
         if not self._started:
             self._start()
         buf = self._buffer
         if len(buf) >= self._limit:
             self._overflowed += 1
-        buf.append(("p", ts, reason, amount_text))
+        buf.append(("p", ts, reason, amount_f))
         if len(buf) >= self._flush_at or ts >= self._deadline:
             self._kick()
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .config import BUCKET_S
+from .events import MAX_AMOUNT, MAX_RESPONSE_TIME_S
 
 log = logging.getLogger("monitor_worker.windows")
 
@@ -27,6 +28,7 @@ MIN_VALUE_S = 1e-6
 ZERO_BIN = -99_999
 OTHER = "__other__"
 COUNTERS = ("malformed", "overflow", "folded", "trimmed", "too_old")
+MAX_OVERFLOW_COUNT = 2**40
 
 
 def bucket_of(ts: float) -> int:
@@ -149,7 +151,9 @@ def fold(
                 ts = float(ts_b)
                 rt = float(rt_b)
                 status = int(st_b)
-                if not (0.0 <= rt < math.inf and 100 <= status <= 599 and ts > 0):
+                if not (
+                    0.0 <= rt <= MAX_RESPONSE_TIME_S and 100 <= status <= 599 and 0 < ts < 1e11
+                ):
                     raise ValueError("out of range")
                 endpoint = names.get(name_b, "")
                 if endpoint == "":
@@ -177,7 +181,7 @@ def fold(
                 _, ts_b, amount_b, name_b = entry.split(b"|", 3)
                 ts = float(ts_b)
                 amount = float(amount_b)
-                if not (0.0 <= amount < math.inf and ts > 0):
+                if not (0.0 <= amount <= MAX_AMOUNT and 0 < ts < 1e11):
                     raise ValueError("out of range")
                 reason = _name_of(name_b)
                 if reason is None:
@@ -195,7 +199,7 @@ def fold(
             elif kind == b"o|":
                 _, _ts_b, n_b = entry.split(b"|", 2)
                 n = int(n_b)
-                if n < 0:
+                if not 0 <= n <= MAX_OVERFLOW_COUNT:
                     raise ValueError("negative")
                 delta.count(now_bucket, "overflow", n)
             else:

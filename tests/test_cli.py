@@ -37,7 +37,10 @@ def _env(settings: Settings, **extra: str) -> dict[str, str]:
 def run(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "monitor_worker.cli", *args],
-        env=env, capture_output=True, text=True, timeout=60,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
 
 
@@ -87,9 +90,7 @@ def test_check_json_and_fail_on_alert(settings: Settings) -> None:
     assert [e["key"] for e in report["fired"]] == ["error_rate:/api/content/"]
     again = run(env, "check", "--json", "--fail-on-alert")
     assert again.returncode == 1
-    assert [e["key"] for e in json.loads(again.stdout)["throttled"]] == [
-        "error_rate:/api/content/"
-    ]
+    assert [e["key"] for e in json.loads(again.stdout)["throttled"]] == ["error_rate:/api/content/"]
     alerts = run(env, "alerts", "--json")
     assert [a["key"] for a in json.loads(alerts.stdout)] == ["error_rate:/api/content/"]
 
@@ -115,7 +116,8 @@ def test_queues_json_and_unreachable_broker(settings: Settings) -> None:
     assert queue["length"] == 0 and queue["exists"] is False
     down = run(
         _env(settings, MONITOR_QUEUES_BROKER_URL=f"redis://:pw9@127.0.0.1:{free_port()}/0"),
-        "queues", "--json",
+        "queues",
+        "--json",
     )
     assert down.returncode == 2 and down.stdout == ""
     assert "pw9" not in down.stderr and len(down.stderr.strip().splitlines()) == 1

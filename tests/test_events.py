@@ -57,10 +57,10 @@ def test_check_payment_rejects(args: tuple[Any, ...], exc: type[Exception], name
 
 
 @pytest.mark.parametrize(
-    ("amount", "text"), [(10000, "10000"), (0.5, "0.5"), (Decimal("19.99"), "19.99")]
+    ("amount", "value"), [(10000, 10000.0), (0.5, 0.5), (Decimal("19.99"), 19.99)]
 )
-def test_amount_kept_exact(amount: Any, text: str) -> None:
-    assert check_payment("Card", amount) == ("Card", text)
+def test_amount_becomes_a_float(amount: Any, value: float) -> None:
+    assert check_payment("Card", amount) == ("Card", value)
 
 
 @pytest.mark.parametrize("bad", [None, "1", True, float("nan"), -1, 0, 1e12])
