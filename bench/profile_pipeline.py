@@ -2,7 +2,7 @@
 fold, apply), for events stamped over the last hour and for live events (all in the current
 minute), plus the top functions of a cProfile of the hour-spread drain.
 
-The flush path is replayed with the package's own pieces (``events.encode_api``, shard
+The flush path is replayed with the package's own pieces (``events.api_line`` + ``encode_chunk``, shard
 grouping, ``store.push_batches`` with 2,000-event batches, as the tracker's flusher does);
 the drain is ``Aggregator.drain`` with its steps timed by a subclass.
 
@@ -22,7 +22,7 @@ from typing import Any
 import _common as common
 
 from monitor_worker.config import Settings
-from monitor_worker.events import encode_api
+from monitor_worker.events import api_line, encode_chunk, escape_name
 from monitor_worker.keys import ShardKeys, shard_of
 from monitor_worker.store import Aggregator, Scripts, connect, push_batches
 from monitor_worker.windows import Delta
@@ -60,7 +60,7 @@ class TimedAggregator(Aggregator):
             self.seconds["apply"] += time.perf_counter() - t0
 
 
-def encoded(n: int, spread_s: float) -> list[tuple[int, bytes]]:
+def encoded(n: int, spread_s: float) -> list[tuple[int, str]]:
     eps = common.endpoints()
     rts = common.response_times(4096)
     sts = common.statuses(4096)
@@ -70,7 +70,9 @@ def encoded(n: int, spread_s: float) -> list[tuple[int, bytes]]:
     return [
         (
             i % len(eps),
-            encode_api(first + i * step, eps[i % len(eps)], rts[i & 4095], sts[i & 4095]),
+            api_line(
+                first + i * step, escape_name(eps[i % len(eps)]), rts[i & 4095], sts[i & 4095]
+            ),
         )
         for i in range(n)
     ]
@@ -89,11 +91,14 @@ def run(url: str, n: int, spread_s: float, profile: bool) -> dict[str, Any]:
         scr = Scripts(client)
         t0 = time.perf_counter()
         for lo in range(0, n, FLUSH_BATCH):
-            groups: dict[int, list[bytes]] = {}
-            for ep_index, data in items[lo : lo + FLUSH_BATCH]:
-                groups.setdefault(shard[ep_index], []).append(data)
+            groups: dict[int, list[str]] = {}
+            for ep_index, line in items[lo : lo + FLUSH_BATCH]:
+                groups.setdefault(shard[ep_index], []).append(line)
             push_batches(
-                client, scr, settings, [(s, f"{lo}-{s}", entries) for s, entries in groups.items()]
+                client,
+                scr,
+                settings,
+                [(s, f"{lo}-{s}", len(lines), encode_chunk(lines)) for s, lines in groups.items()],
             )
         row["push"] = time.perf_counter() - t0
         agg = TimedAggregator(client, settings)

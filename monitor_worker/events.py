@@ -1,12 +1,14 @@
 """Event validation and the compact raw-list encoding.
 
-A raw-list entry is one line of bytes, the free-text field last so it may hold any character::
+An event is one line, the free-text field last (with ``\\`` and newlines escaped)::
 
     a|<ts>|<response_time_s>|<status_code>|<endpoint>     an API request
     p|<ts>|<amount>|<reason>                              a payment failure
     o|<ts>|<count>                                        events dropped by a full app buffer
 
-Numbers are written with ``repr`` so they round-trip exactly.
+A flush pushes one raw-list element per shard, ``b|<count>`` and then one event per line, so
+a batch costs one list element however many events it holds. Numbers are written with
+``repr`` so they round-trip exactly.
 """
 
 from __future__ import annotations
@@ -95,13 +97,38 @@ def check_payment(reason: Any, amount: Any) -> tuple[str, float]:
     return _name(reason, "reason"), _number(amount, "amount", MAX_AMOUNT, allow_decimal=True)
 
 
+def escape_name(name: str) -> str:
+    """Names end a line, so a newline (and the escape character) is escaped."""
+    if "\\" in name or "\n" in name:
+        return name.replace("\\", "\\\\").replace("\n", "\\n")
+    return name
+
+
+def api_line(ts: float, escaped_endpoint: str, response_time_s: float, status_code: int) -> str:
+    return f"a|{ts!r}|{response_time_s!r}|{status_code}|{escaped_endpoint}"
+
+
+def payment_line(ts: float, escaped_reason: str, amount: float) -> str:
+    return f"p|{ts!r}|{amount!r}|{escaped_reason}"
+
+
+def overflow_line(ts: float, count: int) -> str:
+    return f"o|{ts!r}|{count}"
+
+
+def encode_chunk(lines: list[str]) -> bytes:
+    """One raw-list element holding many events: ``b|<count>`` then one event per line."""
+    return f"b|{len(lines)}\n{chr(10).join(lines)}".encode()
+
+
 def encode_api(ts: float, endpoint: str, response_time_s: float, status_code: int) -> bytes:
-    return f"a|{ts!r}|{response_time_s!r}|{status_code}|{endpoint}".encode()
+    """A single event as its own raw-list element (the aggregator reads both forms)."""
+    return api_line(ts, escape_name(endpoint), response_time_s, status_code).encode()
 
 
 def encode_payment(ts: float, reason: str, amount: float) -> bytes:
-    return f"p|{ts!r}|{amount!r}|{reason}".encode()
+    return payment_line(ts, escape_name(reason), amount).encode()
 
 
 def encode_overflow(ts: float, count: int) -> bytes:
-    return f"o|{ts!r}|{count}".encode()
+    return overflow_line(ts, count).encode()

@@ -3,13 +3,14 @@
 Layout (``P`` is ``MONITOR_KEY_PREFIX``, ``s`` a shard number). Every key of a shard carries
 the Redis Cluster hash tag ``{s<n>}`` so one Lua script or MULTI touches one slot only::
 
-    P{s3}:raw                 list   raw events, LPUSHed by apps (oldest at the right)
+    P{s3}:raw                 list   raw event chunks, LPUSHed by apps (oldest at the right)
     P{s3}:leases              zset   claimed batch id -> lease deadline (ms)
+    P{s3}:bcount              hash   claimed batch id -> events in it
     P{s3}:batch:<id>          list   events claimed by an aggregator, until applied
     P{s3}:push:<id>           string de-duplicates a retried push of one flush batch
     P{s3}:m:<minute>          hash   one minute bucket of the shard's endpoints and reasons
     P{s3}:roll                hash   the same fields summed over the current window
-    P{s3}:stats               hash   counters waiting to be folded into a bucket (raw_trimmed)
+    P{s3}:stats               hash   events queued in raw; trimmed events not yet in a bucket
     P{meta}:endpoints         set    admitted endpoints (cardinality cap)
     P{meta}:reasons           set    admitted payment-failure reasons
     P{alerts}:...             alert state, outbox, silences (see throttle.py)
@@ -24,7 +25,7 @@ from dataclasses import dataclass
 
 # An hour of buckets plus the window again: a bucket must outlive its subtraction from the roll.
 RAW_TTL_S = 7 * 24 * 3600
-PUSH_DEDUPE_TTL_S = 3600
+PUSH_DEDUPE_TTL_S = 600  # longer than any retry of one flush batch
 LEASE_MS = 60_000
 
 
@@ -57,6 +58,10 @@ class ShardKeys:
     @property
     def stats(self) -> str:
         return self.base + "stats"
+
+    @property
+    def batch_counts(self) -> str:
+        return self.base + "bcount"
 
     def batch(self, batch_id: str) -> str:
         return f"{self.base}batch:{batch_id}"

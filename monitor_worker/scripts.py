@@ -7,44 +7,90 @@ below holds across every process and host sharing the store.
 
 from __future__ import annotations
 
-# Push one flush batch onto a shard's raw list.
-# KEYS: raw list, push-dedupe key, stats hash. ARGV: raw_max, dedupe ttl, entries...
-# Guarantees: a retried push of the same batch id adds nothing (at-most-once per batch id);
-# the list never exceeds raw_max (the oldest are trimmed and counted in stats.trimmed).
-PUSH = """
-if not redis.call('SET', KEYS[2], '1', 'NX', 'EX', ARGV[2]) then return -1 end
-local len = 0
-for i = 3, #ARGV, 1000 do
-  len = redis.call('LPUSH', KEYS[1], unpack(ARGV, i, math.min(i + 999, #ARGV)))
+# How many events a raw-list element holds: a chunk says so in its header, anything else is one.
+_COUNT = """
+local function count_of(element)
+  return tonumber(string.match(element, '^b|(%d+)\\n')) or 1
 end
-local max = tonumber(ARGV[1])
-if len > max then
-  redis.call('LTRIM', KEYS[1], 0, max - 1)
-  redis.call('HINCRBY', KEYS[3], 'trimmed', len - max)
-end
-return len
 """
 
-# Claim up to n of the oldest raw events into a batch list leased until a deadline.
-# KEYS: raw list, leases zset, batch list. ARGV: n, lease deadline (ms), batch id, batch ttl.
-# Guarantees: each raw event moves to exactly one batch; a retried call with the same batch
+# Push one flush batch (one chunk element) onto a shard's raw list.
+# KEYS: raw list, push-dedupe key, stats hash. ARGV: raw_max, dedupe ttl, stats ttl, events, chunk.
+# Guarantees: a retried push of the same batch id adds nothing (at-most-once per batch id);
+# stats.queued counts the events in the list; past raw_max events the oldest chunks are
+# trimmed and their events counted in stats.trimmed.
+PUSH = (
+    _COUNT
+    + """
+if not redis.call('SET', KEYS[2], '1', 'NX', 'EX', ARGV[2]) then return -1 end
+redis.call('LPUSH', KEYS[1], ARGV[5])
+local queued = redis.call('HINCRBY', KEYS[3], 'queued', ARGV[4])
+local max = tonumber(ARGV[1])
+while queued > max do
+  local old = redis.call('RPOP', KEYS[1])
+  if not old then
+    redis.call('HSET', KEYS[3], 'queued', 0)
+    break
+  end
+  local n = count_of(old)
+  queued = redis.call('HINCRBY', KEYS[3], 'queued', -n)
+  redis.call('HINCRBY', KEYS[3], 'trimmed', n)
+end
+redis.call('EXPIRE', KEYS[3], ARGV[3])
+return queued
+"""
+)
+
+# Read (without taking) the newest raw elements, holding up to about `budget` events.
+# KEYS: raw list. ARGV: budget. Read-only; a summary runs it inside its MULTI.
+READ_PENDING = _COUNT + """
+local budget, total, out, start = tonumber(ARGV[1]), 0, {}, 0
+while total < budget do
+  local page = redis.call('LRANGE', KEYS[1], start, start + 63)
+  if #page == 0 then break end
+  for _, element in ipairs(page) do
+    out[#out + 1] = element
+    total = total + count_of(element)
+    if total >= budget then break end
+  end
+  start = start + 64
+end
+return out
+"""
+
+# Claim the oldest raw elements, up to about n events, into a batch list leased until a deadline.
+# KEYS: raw list, leases zset, batch list, stats hash, batch-counts hash.
+# ARGV: n, lease deadline (ms), batch id, batch ttl.
+# Guarantees: each raw element moves to exactly one batch; a retried call with the same batch
 # id returns the batch it already claimed instead of claiming another.
-CLAIM = """
+CLAIM = (
+    _COUNT
+    + """
 if redis.call('EXISTS', KEYS[3]) == 1 then
   redis.call('ZADD', KEYS[2], ARGV[2], ARGV[3])
   return redis.call('LRANGE', KEYS[3], 0, -1)
 end
-local n = tonumber(ARGV[1])
-local items = redis.call('LRANGE', KEYS[1], -n, -1)
+local want, total, items = tonumber(ARGV[1]), 0, {}
+while total < want do
+  local element = redis.call('RPOP', KEYS[1])
+  if not element then break end
+  items[#items + 1] = element
+  total = total + count_of(element)
+end
 if #items == 0 then return {} end
-redis.call('LTRIM', KEYS[1], 0, -#items - 1)
 for i = 1, #items, 1000 do
   redis.call('RPUSH', KEYS[3], unpack(items, i, math.min(i + 999, #items)))
 end
 redis.call('EXPIRE', KEYS[3], ARGV[4])
 redis.call('ZADD', KEYS[2], ARGV[2], ARGV[3])
+redis.call('HSET', KEYS[5], ARGV[3], total)
+redis.call('EXPIRE', KEYS[5], ARGV[4])
+if redis.call('HINCRBY', KEYS[4], 'queued', -total) < 0 then
+  redis.call('HSET', KEYS[4], 'queued', 0)
+end
 return items
 """
+)
 
 # Take over one batch whose lease ran out (its aggregator died or stalled).
 # KEYS: leases zset. ARGV: now (ms), new deadline (ms).
@@ -76,11 +122,13 @@ return out
 """
 
 # Apply one folded batch to the minute buckets and the rolling window, then delete it.
-# KEYS: batch list, leases zset, roll hash, stats hash.
+# KEYS: batch list, leases zset, roll hash, stats hash, batch-counts hash.
 # ARGV: shard key base, batch id ('' = only move the window), window start bucket, now
 #       bucket, window buckets, bucket ttl, #api records, #payment records, #counter records,
-#       then records: api (bucket, endpoint, count, errors, sum_s, at_or_below, bins),
-#       payment (bucket, reason, count, amount), counter (bucket, name, n).
+#       #roll records, then records: api (bucket, endpoint, count, errors, sum_s, at_or_below,
+#       bins), payment (bucket, reason, count, amount), counter (bucket, name, n), roll
+#       (endpoint, count, errors, sum_s, at_or_below, bins: the api records of buckets from
+#       the window start on, summed per endpoint, so the roll's bins are merged once each).
 # Invariant: roll = sum of the buckets from roll._:start on.
 # Guarantees: all of a batch or none of it is counted, and the batch list is deleted in the
 # same step, so a batch is applied at most once even when a retried call or a second
@@ -89,6 +137,7 @@ APPLY = """
 local base, roll = ARGV[1], KEYS[3]
 if ARGV[2] ~= '' and redis.call('EXISTS', KEYS[1]) == 0 then
   redis.call('ZREM', KEYS[2], ARGV[2])
+  redis.call('HDEL', KEYS[5], ARGV[2])
   return 0
 end
 local start, nowb, wb, ttl = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5]), ARGV[6]
@@ -153,12 +202,15 @@ elseif start > rs then
   rs = start
 end
 
+-- Normally the roll starts at the window start and the summed roll records apply; after the
+-- clock stepped back it starts later, and each api record goes to the roll on its own.
+local summed = (rs == start)
 local touched = {}
-local function add(b, f, v, kind)
+local function add(b, f, v, kind, to_roll)
   local bkey = base .. 'm:' .. b
   touched[bkey] = true
   local targets = {bkey}
-  if b >= rs then targets[2] = roll end
+  if to_roll and b >= rs then targets[2] = roll end
   for _, k in ipairs(targets) do
     if kind == 'i' then
       redis.call('HINCRBY', k, f, v)
@@ -170,36 +222,49 @@ local function add(b, f, v, kind)
   end
 end
 
-local i = 10
+local i = 11
+local each = not summed
 for _ = 1, tonumber(ARGV[7]) do
   local b, name = tonumber(ARGV[i]), ARGV[i + 1]
-  add(b, 'c:' .. name, ARGV[i + 2], 'i')
-  if ARGV[i + 3] ~= '0' then add(b, 'e:' .. name, ARGV[i + 3], 'i') end
-  add(b, 's:' .. name, ARGV[i + 4], 'f')
-  if ARGV[i + 5] ~= '0' then add(b, 'l:' .. name, ARGV[i + 5], 'i') end
-  add(b, 'h:' .. name, ARGV[i + 6], 'h')
+  add(b, 'c:' .. name, ARGV[i + 2], 'i', each)
+  if ARGV[i + 3] ~= '0' then add(b, 'e:' .. name, ARGV[i + 3], 'i', each) end
+  add(b, 's:' .. name, ARGV[i + 4], 'f', each)
+  if ARGV[i + 5] ~= '0' then add(b, 'l:' .. name, ARGV[i + 5], 'i', each) end
+  add(b, 'h:' .. name, ARGV[i + 6], 'h', each)
   i = i + 7
 end
 for _ = 1, tonumber(ARGV[8]) do
   local b, name = tonumber(ARGV[i]), ARGV[i + 1]
-  add(b, 'pc:' .. name, ARGV[i + 2], 'i')
-  add(b, 'pa:' .. name, ARGV[i + 3], 'f')
+  add(b, 'pc:' .. name, ARGV[i + 2], 'i', true)
+  add(b, 'pa:' .. name, ARGV[i + 3], 'f', true)
   i = i + 4
 end
 for _ = 1, tonumber(ARGV[9]) do
-  add(tonumber(ARGV[i]), 'x:' .. ARGV[i + 1], ARGV[i + 2], 'i')
+  add(tonumber(ARGV[i]), 'x:' .. ARGV[i + 1], ARGV[i + 2], 'i', true)
   i = i + 3
+end
+for _ = 1, tonumber(ARGV[10]) do
+  if summed then
+    local name = ARGV[i]
+    redis.call('HINCRBY', roll, 'c:' .. name, ARGV[i + 1])
+    if ARGV[i + 2] ~= '0' then redis.call('HINCRBY', roll, 'e:' .. name, ARGV[i + 2]) end
+    redis.call('HINCRBYFLOAT', roll, 's:' .. name, ARGV[i + 3])
+    if ARGV[i + 4] ~= '0' then redis.call('HINCRBY', roll, 'l:' .. name, ARGV[i + 4]) end
+    add_bins(roll, 'h:' .. name, ARGV[i + 5], 1)
+  end
+  i = i + 6
 end
 local trimmed = redis.call('HGET', KEYS[4], 'trimmed')
 if trimmed and tonumber(trimmed) > 0 then
   redis.call('HINCRBY', KEYS[4], 'trimmed', -tonumber(trimmed))
-  add(nowb, 'x:trimmed', trimmed, 'i')
+  add(nowb, 'x:trimmed', trimmed, 'i', true)
 end
 for k in pairs(touched) do redis.call('EXPIRE', k, ttl) end
 redis.call('EXPIRE', roll, ttl)
 if ARGV[2] ~= '' then
   redis.call('DEL', KEYS[1])
   redis.call('ZREM', KEYS[2], ARGV[2])
+  redis.call('HDEL', KEYS[5], ARGV[2])
 end
 return 1
 """

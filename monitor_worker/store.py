@@ -26,7 +26,16 @@ from . import scripts
 from .config import Settings, redact_url
 from .errors import MonitorError
 from .keys import LEASE_MS, PUSH_DEDUPE_TTL_S, RAW_TTL_S, Keys, ShardKeys, bucket_ttl_s
-from .windows import Delta, Window, bucket_of, cap_names, fold, window_start
+from .windows import (
+    ApiAcc,
+    Delta,
+    Window,
+    bucket_of,
+    cap_names,
+    fold,
+    format_bins,
+    window_start,
+)
 
 log = logging.getLogger("monitor_worker.store")
 
@@ -85,20 +94,23 @@ def push_batches(
     client: Client,
     scr: Scripts,
     settings: Settings,
-    batches: Sequence[tuple[int, str, list[bytes]]],
+    batches: Sequence[tuple[int, str, int, bytes]],
 ) -> None:
-    """Push (shard, push id, entries) batches in one pipeline; raises on a Redis fault.
+    """Push (shard, push id, event count, chunk) batches in one pipeline; raises on a fault.
 
     A batch pushed again with the same id (after an unknown outcome) is not added twice.
     """
     keys = Keys(settings.key_prefix, settings.shards)
-    calls: list[tuple[list[str], list[Any]]] = []
-    for shard, push_id, entries in batches:
+    calls = []
+    for shard, push_id, count, chunk in batches:
         sk = keys.shard(shard)
         calls.append(
-            ([sk.raw, sk.push(push_id), sk.stats], [settings.raw_max, PUSH_DEDUPE_TTL_S, *entries])
+            (
+                [sk.raw, sk.push(push_id), sk.stats],
+                [settings.raw_max, PUSH_DEDUPE_TTL_S, RAW_TTL_S, count, chunk],
+            )
         )
-    if isinstance(client, redis.RedisCluster):
+    if settings.redis_cluster:
         _push_cluster(client, scr.push, calls)
         return
     pipe = client.pipeline(transaction=False)
@@ -140,18 +152,44 @@ class DrainResult:
     reclaimed: int = 0
 
 
-def _records(delta: Delta) -> list[Any]:
+def _records(delta: Delta, start: int) -> list[Any]:
+    """APPLY's arguments: per-bucket records, then the api records of buckets from ``start``
+    on summed per endpoint (the roll merges each endpoint's bins once per batch)."""
     api: list[Any] = []
+    summed: dict[str, ApiAcc] = {}
     for (bucket, endpoint), acc in delta.api.items():
-        bins = ",".join(f"{i}:{n}" for i, n in acc.bins.items())
-        api += [bucket, endpoint, acc.count, acc.errors, repr(acc.sum_s), acc.at_or_below, bins]
+        api += [
+            bucket,
+            endpoint,
+            acc.count,
+            acc.errors,
+            repr(acc.sum_s),
+            acc.at_or_below,
+            format_bins(acc.bins),
+        ]
+        if bucket >= start:
+            total = summed.get(endpoint)
+            if total is None:
+                summed[endpoint] = total = ApiAcc()
+            total.merge(acc)
     pay: list[Any] = []
     for (bucket, reason), p in delta.pay.items():
         pay += [bucket, reason, p.count, repr(p.amount)]
     counters: list[Any] = []
     for (bucket, name), n in delta.counters.items():
         counters += [bucket, name, n]
-    return [len(delta.api), len(delta.pay), len(delta.counters), *api, *pay, *counters]
+    roll: list[Any] = []
+    for endpoint, acc in summed.items():
+        roll += [
+            endpoint,
+            acc.count,
+            acc.errors,
+            repr(acc.sum_s),
+            acc.at_or_below,
+            format_bins(acc.bins),
+        ]
+    counts = [len(delta.api), len(delta.pay), len(delta.counters), len(summed)]
+    return [*counts, *api, *pay, *counters, *roll]
 
 
 class Aggregator:
@@ -194,7 +232,7 @@ class Aggregator:
                     return result
                 self._apply(sk, batch_id, entries, at)
                 applied_any = True
-                result.events += len(entries)
+                result.events += sum(element_count(e) for e in entries)
                 result.batches += 1
                 result.reclaimed += int(reclaimed)
             if not applied_any:
@@ -212,7 +250,7 @@ class Aggregator:
             self.client.zrem(sk.leases, batch_id)
         batch_id = uuid.uuid4().hex
         entries = self.scripts.claim(
-            keys=[sk.raw, sk.leases, sk.batch(batch_id)],
+            keys=[sk.raw, sk.leases, sk.batch(batch_id), sk.stats, sk.batch_counts],
             args=[self.settings.aggregate_batch, now_ms + LEASE_MS, batch_id, RAW_TTL_S],
         )
         if not entries:
@@ -257,16 +295,23 @@ class Aggregator:
     def _apply(self, sk: ShardKeys, batch_id: str, entries: Sequence[bytes], now: float) -> int:
         s = self.settings
         delta = self.fold(entries, now) if entries else Delta()
+        start = window_start(now, s.window_s)
         result = self.scripts.apply(
-            keys=[sk.batch(batch_id) if batch_id else sk.raw, sk.leases, sk.roll, sk.stats],
+            keys=[
+                sk.batch(batch_id) if batch_id else sk.raw,
+                sk.leases,
+                sk.roll,
+                sk.stats,
+                sk.batch_counts,
+            ],
             args=[
                 sk.base,
                 batch_id,
-                window_start(now, s.window_s),
+                start,
                 bucket_of(now),
                 s.window_buckets,
                 bucket_ttl_s(s.window_s),
-                *_records(delta),
+                *_records(delta, start),
             ],
         )
         return int(result)
@@ -318,8 +363,9 @@ def read_window(client: Client, settings: Settings, now: float) -> WindowRead:
                 extra = list(range(start, end + 1))
             for bucket in extra:
                 pipe.hgetall(sk.minute(bucket))
-            pipe.llen(sk.raw)
-            pipe.lrange(sk.raw, 0, per_shard - 1)
+            pipe.hget(sk.stats, "queued")
+            # EVAL, not a registered script: cluster pipelines cannot load scripts
+            pipe.execute_command("EVAL", scripts.READ_PENDING, 1, sk.raw, per_shard)
             for lease_id in lease_ids:
                 pipe.lrange(sk.batch(lease_id.decode()), 0, -1)
             got = pipe.execute()
@@ -332,8 +378,9 @@ def read_window(client: Client, settings: Settings, now: float) -> WindowRead:
                 rest = rest[1:]
             for fields in rest[: len(extra)]:
                 window.add_fields(fields, -1 if fast else 1)
-            raw_len, *lists = rest[len(extra) :]
-            pending_total += int(raw_len) - len(lists[0])
+            queued, *lists = rest[len(extra) :]
+            # events in the raw elements left unread (counted, not folded in)
+            pending_total += max(0, int(queued or 0) - sum(element_count(e) for e in lists[0]))
             for entries in lists:
                 pending.extend(entries)
             break
@@ -342,7 +389,8 @@ def read_window(client: Client, settings: Settings, now: float) -> WindowRead:
     admitted = {m.decode() for m in client.smembers(keys.endpoints)}
     reasons = {m.decode() for m in client.smembers(keys.reasons)}
     _add_pending(window, pending, settings, now, start, end, admitted, reasons)
-    return WindowRead(window, pending_total + len(pending), len(admitted))
+    pending_total += sum(element_count(e) for e in pending)
+    return WindowRead(window, pending_total, len(admitted))
 
 
 def _refused(names: set[str], admitted: set[str], cap: int) -> set[str]:
@@ -400,17 +448,23 @@ def read_heartbeats(client: Client, settings: Settings) -> dict[str, float | Non
     return {n: (float(v) if v is not None else None) for n, v in zip(names, values, strict=True)}
 
 
+def element_count(element: bytes) -> int:
+    """Events in one raw-list element: a chunk's header count, else one."""
+    if element[:2] == b"b|":
+        head = element[2 : element.find(b"\n")]
+        if head.isdigit():
+            return int(head)
+    return 1
+
+
 def pending_count(client: Client, settings: Settings) -> int:
-    """Raw events not yet aggregated (raw lists plus claimed batches), without reading them."""
+    """Raw events not yet aggregated (queued in raw lists plus claimed batches)."""
     keys = Keys(settings.key_prefix, settings.shards)
     pipe = client.pipeline(transaction=False)
     for sk in keys.all_shards():
-        pipe.llen(sk.raw)
-        pipe.zrange(sk.leases, 0, -1)
+        pipe.hget(sk.stats, "queued")
+        pipe.hvals(sk.batch_counts)
     got = pipe.execute()
-    total = sum(int(v) for v in got[0::2])
-    batch_pipe = client.pipeline(transaction=False)
-    for sk, ids in zip(keys.all_shards(), got[1::2], strict=True):
-        for batch_id in ids:
-            batch_pipe.llen(sk.batch(batch_id.decode()))
-    return total + sum(int(v) for v in batch_pipe.execute())
+    queued = sum(int(v or 0) for v in got[0::2])
+    claimed = sum(int(v) for values in got[1::2] for v in values)
+    return queued + claimed

@@ -25,12 +25,14 @@ from typing import Any
 from .config import Settings
 from .events import (
     MAX_RESPONSE_TIME_S,
+    api_line,
     check_api,
     check_payment,
     check_timestamp,
-    encode_api,
-    encode_overflow,
-    encode_payment,
+    encode_chunk,
+    escape_name,
+    overflow_line,
+    payment_line,
 )
 from .keys import shard_of
 from .store import REDIS_ERRORS, Client, Scripts, connect, describe_error, push_batches
@@ -87,8 +89,8 @@ class Tracker:
         self._settings: Settings | None = None
         self._client: Client | None = None
         self._scripts: Scripts | None = None
-        self._shard_cache: dict[str, int] = {}
-        self._unsent: list[tuple[int, str, list[bytes]]] | None = None
+        self._name_cache: dict[str, tuple[int, str]] = {}
+        self._unsent: list[tuple[int, str, int, bytes]] | None = None
         self._flush_lock = threading.Lock()
         self._start_lock = threading.Lock()
         self._wake = threading.Event()
@@ -227,11 +229,11 @@ class Tracker:
             if time.monotonic() >= deadline:
                 return not self._buffer
 
-    def _take(self, settings: Settings) -> list[tuple[int, str, list[bytes]]] | None:
+    def _take(self, settings: Settings) -> list[tuple[int, str, int, bytes]] | None:
         buf = self._buffer
         shards = settings.shards
-        cache = self._shard_cache
-        groups: dict[int, list[bytes]] = {}
+        cache = self._name_cache
+        groups: dict[int, list[str]] = {}
         popleft = buf.popleft
         for _ in range(settings.flush_batch):
             try:
@@ -239,26 +241,30 @@ class Tracker:
             except IndexError:
                 break
             name = item[2]
-            shard = cache.get(name)
-            if shard is None:
-                shard = shard_of(name, shards)
+            known = cache.get(name)
+            if known is None:
+                known = (shard_of(name, shards), escape_name(name))
                 if len(cache) < 10_000:
-                    cache[name] = shard
+                    cache[name] = known
+            shard, escaped = known
             if item[0] == "a":
-                data = encode_api(item[1], name, item[3], item[4])
+                line = api_line(item[1], escaped, item[3], item[4])
             else:
-                data = encode_payment(item[1], name, item[3])
+                line = payment_line(item[1], escaped, item[3])
             group = groups.get(shard)
             if group is None:
                 group = groups[shard] = []
-            group.append(data)
+            group.append(line)
         overflowed = self._overflowed
         if overflowed:
             self._overflowed -= overflowed
-            groups.setdefault(0, []).append(encode_overflow(_time(), overflowed))
+            groups.setdefault(0, []).append(overflow_line(_time(), overflowed))
         if not groups:
             return None
-        return [(shard, uuid.uuid4().hex, entries) for shard, entries in groups.items()]
+        return [
+            (shard, uuid.uuid4().hex, len(lines), encode_chunk(lines))
+            for shard, lines in groups.items()
+        ]
 
     def _fault(self, settings: Settings, exc: BaseException) -> None:
         self.faults += 1
@@ -297,7 +303,7 @@ class Tracker:
             time.sleep(0.05)
 
     def buffered(self) -> int:
-        unsent = sum(len(e) for _, _, e in self._unsent) if self._unsent else 0
+        unsent = sum(count for _, _, count, _ in self._unsent) if self._unsent else 0
         return len(self._buffer) + unsent
 
     def close(self, timeout: float = 2.0) -> bool:
@@ -330,7 +336,3 @@ def _reset_all_after_fork() -> None:
 
 
 os.register_at_fork(after_in_child=_reset_all_after_fork)
-
-
-def describe_fault_free() -> str:  # pragma: no cover - documentation helper
-    return describe_error.__doc__ or ""

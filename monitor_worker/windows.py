@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -142,12 +143,20 @@ def fold(
     delta = Delta()
     now_bucket = bucket_of(now)
     api = delta.api
-    names: dict[bytes, str | None] = {}
+    lines: list[bytes] = []
     for entry in entries:
+        if entry[:2] == b"b|":
+            lines.extend(entry.split(b"\n")[1:])
+        else:
+            lines.append(entry)
+    names: dict[bytes, str | None] = {}
+    log_, inv_log_gamma, ceil = math.log, 1.0 / LOG_GAMMA, math.ceil
+    malformed = 0
+    for line in lines:
         try:
-            kind = entry[:2]
+            kind = line[:2]
             if kind == b"a|":
-                _, ts_b, rt_b, st_b, name_b = entry.split(b"|", 4)
+                _, ts_b, rt_b, st_b, name_b = line.split(b"|", 4)
                 ts = float(ts_b)
                 rt = float(rt_b)
                 status = int(st_b)
@@ -157,12 +166,13 @@ def fold(
                     raise ValueError("out of range")
                 endpoint = names.get(name_b, "")
                 if endpoint == "":
-                    endpoint = _name_of(name_b)
-                    names[name_b] = endpoint
+                    endpoint = names[name_b] = _name_of(name_b)
                 if endpoint is None:
                     raise ValueError("bad endpoint")
-                bucket = min(int(ts // BUCKET_S), now_bucket)
-                if bucket < oldest_bucket:
+                bucket = int(ts // BUCKET_S)
+                if bucket > now_bucket:
+                    bucket = now_bucket
+                elif bucket < oldest_bucket:
                     delta.count(now_bucket, "too_old")
                     continue
                 acc = api.get((bucket, endpoint))
@@ -174,11 +184,11 @@ def fold(
                 acc.sum_s += rt
                 if rt <= threshold_s:
                     acc.at_or_below += 1
-                b = ZERO_BIN if rt < MIN_VALUE_S else math.ceil(math.log(rt) / LOG_GAMMA)
-                acc.bins[b] = acc.bins.get(b, 0) + 1
-                delta.events += 1
+                b = ZERO_BIN if rt < MIN_VALUE_S else ceil(log_(rt) * inv_log_gamma)
+                bins = acc.bins
+                bins[b] = bins.get(b, 0) + 1
             elif kind == b"p|":
-                _, ts_b, amount_b, name_b = entry.split(b"|", 3)
+                _, ts_b, amount_b, name_b = line.split(b"|", 3)
                 ts = float(ts_b)
                 amount = float(amount_b)
                 if not (0.0 <= amount <= MAX_AMOUNT and 0 < ts < 1e11):
@@ -197,7 +207,7 @@ def fold(
                 pay.amount += amount
                 delta.events += 1
             elif kind == b"o|":
-                _, _ts_b, n_b = entry.split(b"|", 2)
+                _, _ts_b, n_b = line.split(b"|", 2)
                 n = int(n_b)
                 if not 0 <= n <= MAX_OVERFLOW_COUNT:
                     raise ValueError("negative")
@@ -205,13 +215,24 @@ def fold(
             else:
                 raise ValueError("unknown kind")
         except (ValueError, TypeError, OverflowError):
-            delta.count(now_bucket, "malformed")
-    if delta.counters.get((now_bucket, "malformed")):
-        log.warning("skipped %d malformed raw entries", delta.counters[now_bucket, "malformed"])
+            malformed += 1
+    delta.events += sum(acc.count for acc in api.values())
+    if malformed:
+        delta.count(now_bucket, "malformed", malformed)
+        log.warning("skipped %d malformed raw entries", malformed)
     return delta
 
 
+_ESCAPE = re.compile(rb"\\(.)", re.S)
+
+
+def _unescape(match: re.Match[bytes]) -> bytes:
+    return b"\n" if match.group(1) == b"n" else match.group(1)
+
+
 def _name_of(raw: bytes) -> str | None:
+    if b"\\" in raw:
+        raw = _ESCAPE.sub(_unescape, raw)
     try:
         name = raw.decode("utf-8")
     except UnicodeDecodeError:

@@ -298,3 +298,20 @@ def test_a_large_backlog_is_counted_but_read_only_in_part(
 def test_drain_rejects_unknown_shards(settings: Settings) -> None:
     with pytest.raises(ValueError, match="shards"):
         Aggregator(connect(settings), settings).drain([settings.shards])
+
+
+def test_raw_lists_are_capped_and_trimmed_events_counted(settings: Settings) -> None:
+    capped = settings.with_overrides(raw_max=1_000, flush_batch=100, shards=1)
+    monitor = MetricsMonitor(settings=capped)
+    for _ in range(5):  # 5 flushes of 500 events each
+        for _ in range(500):
+            monitor.track_api_request("/capped/", 0.1, 200)
+        assert monitor.flush(10)
+    client = connect(capped)
+    assert pending_count(client, capped) <= 1_000
+    monitor.aggregate()
+    summary = monitor.get_metrics_summary()
+    kept = summary["api"]["/capped/"]["total_requests"]
+    assert kept <= 1_000
+    assert kept + summary["dropped_events"]["raw_trimmed"] == 2_500
+    monitor.close()
