@@ -2,8 +2,9 @@
 fold, apply), for events stamped over the last hour and for live events (all in the current
 minute), plus the top functions of a cProfile of the hour-spread drain.
 
-The flush path is replayed with the package's own pieces (``events.api_line`` + ``encode_chunk``, shard
-grouping, ``store.push_batches`` with 2,000-event batches, as the tracker's flusher does);
+The flush path is replayed with the package's own pieces (``events.api_line`` and
+``encode_chunk``, shard grouping, ``store.push_batches`` with 2,000-event batches, as the
+tracker's flusher does);
 the drain is ``Aggregator.drain`` with its steps timed by a subclass.
 
     .venv/bin/python bench/profile_pipeline.py [--quick]

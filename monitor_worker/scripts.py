@@ -43,7 +43,9 @@ return queued
 
 # Read (without taking) the newest raw elements, holding up to about `budget` events.
 # KEYS: raw list. ARGV: budget. Read-only; a summary runs it inside its MULTI.
-READ_PENDING = _COUNT + """
+READ_PENDING = (
+    _COUNT
+    + """
 local budget, total, out, start = tonumber(ARGV[1]), 0, {}, 0
 while total < budget do
   local page = redis.call('LRANGE', KEYS[1], start, start + 63)
@@ -57,6 +59,7 @@ while total < budget do
 end
 return out
 """
+)
 
 # Claim the oldest raw elements, up to about n events, into a batch list leased until a deadline.
 # KEYS: raw list, leases zset, batch list, stats hash, batch-counts hash.
