@@ -15,7 +15,7 @@ end
 """
 
 # Push one flush batch (one chunk element) onto a shard's raw list.
-# KEYS: raw list, push-dedupe key, stats hash. ARGV: raw_max, dedupe ttl, stats ttl, events, chunk.
+# KEYS: raw list, push-dedupe key, stats hash. ARGV: raw_max, dedupe ttl, ttl, events, chunk.
 # Guarantees: a retried push of the same batch id adds nothing (at-most-once per batch id);
 # stats.queued counts the events in the list; past raw_max events the oldest chunks are
 # trimmed and their events counted in stats.trimmed.
@@ -36,6 +36,7 @@ while queued > max do
   queued = redis.call('HINCRBY', KEYS[3], 'queued', -n)
   redis.call('HINCRBY', KEYS[3], 'trimmed', n)
 end
+redis.call('EXPIRE', KEYS[1], ARGV[3])
 redis.call('EXPIRE', KEYS[3], ARGV[3])
 return queued
 """
@@ -86,6 +87,7 @@ for i = 1, #items, 1000 do
 end
 redis.call('EXPIRE', KEYS[3], ARGV[4])
 redis.call('ZADD', KEYS[2], ARGV[2], ARGV[3])
+redis.call('EXPIRE', KEYS[2], ARGV[4])
 redis.call('HSET', KEYS[5], ARGV[3], total)
 redis.call('EXPIRE', KEYS[5], ARGV[4])
 if redis.call('HINCRBY', KEYS[4], 'queued', -total) < 0 then

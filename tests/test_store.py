@@ -315,3 +315,20 @@ def test_raw_lists_are_capped_and_trimmed_events_counted(settings: Settings) -> 
     assert kept <= 1_000
     assert kept + summary["dropped_events"]["raw_trimmed"] == 2_500
     monitor.close()
+
+
+def test_every_key_carries_a_ttl(settings: Settings) -> None:
+    monitor = MetricsMonitor(settings=settings)
+    for i in range(200):
+        monitor.track_api_request(f"/ttl/{i % 5}/", 0.1, 200)
+        monitor.track_payment_failure("Card declined", 5)
+    monitor.flush(5)
+    client = connect(settings)
+    Aggregator(client, settings).drain(stop_after_claim=True)  # leave a leased batch too
+    monitor.aggregate(shards=[0])
+    monitor.get_metrics_summary()
+    keys = list(client.scan_iter(match=settings.key_prefix + "*", count=1000))
+    assert keys
+    no_ttl = [k for k in keys if client.ttl(k) < 0]
+    assert no_ttl == []
+    monitor.close()
