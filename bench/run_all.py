@@ -16,7 +16,15 @@ from pathlib import Path
 
 import _common as common
 
-SCRIPTS = ("track_cost", "end_to_end", "summary_speed", "seed_baseline", "profile_pipeline")
+SCRIPTS = (
+    "track_cost",
+    "end_to_end",
+    "summary_speed",
+    "seed_baseline",
+    "profile_pipeline",
+    "queue_inspection",
+    "alert_latency",
+)
 FULL_LIMIT_S = 15 * 60
 
 
