@@ -104,6 +104,12 @@ def used_memory(client: redis.Redis) -> int:
         time.sleep(0.02)
 
 
+def server_cpu_s(client: redis.Redis) -> float:
+    """CPU seconds the server has used (user + system), from ``INFO cpu``."""
+    info = client.info("cpu")
+    return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+
+
 def memory_by_kind(client: redis.Redis, prefix: str) -> dict[str, int]:
     """``MEMORY USAGE`` of every key under ``prefix``, summed by kind (the key's last part)."""
     keys = list(client.scan_iter(match=prefix + "*", count=1000))

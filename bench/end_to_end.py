@@ -3,9 +3,11 @@
 N events (full 1,000,000, quick 50,000) over 100 endpoints, stamped over the last hour with
 ``timestamp=``, are tracked by one MetricsMonitor (flusher thread on), flushed, and drained
 by ``Aggregator.drain`` either in this process or by 2 worker processes in parallel (started
-before the clock, as running workers would be), with 1 or 8 shards. Work runs in chunks of
+before the clock, as running workers would be), with 1 or 8 shards; one more variant has a
+worker process draining all the while tracking goes on, as a deployment runs. Work runs in chunks of
 250,000 events (track, flush, drain) so neither the app buffer nor the raw lists grow without
-bound. The summary is then checked exactly against the generated reference: total and
+bound. Full mode runs the throughput cases 3 times, interleaved, and reports the median of
+each phase. The summary is then checked exactly against the generated reference: total and
 per-endpoint requests and errors, average response time, nothing pending, folded or dropped.
 
 Memory is ``INFO memory`` used_memory after the run minus the figure before it (each case
@@ -46,6 +48,7 @@ class Case:
     shards: int = 8
     procs: int = 1
     live: bool = False  # timestamps from the clock instead of spread over the hour
+    pipelined: bool = False  # one worker drains while tracking goes on
 
 
 @dataclass
@@ -54,9 +57,9 @@ class Outcome:
     track_s: float = 0.0
     drain_s: float = 0.0
     summary_s: float = 0.0
+    server_cpu_s: float = 0.0
     memory: int = 0
     kinds: dict[str, int] = field(default_factory=dict)
-    errors: list[str] = field(default_factory=list)
 
     @property
     def total_s(self) -> float:
@@ -80,14 +83,20 @@ def drain_worker(commands: Any, results: Any) -> None:
         command = commands.get()
         if command is None:
             return
-        settings, shards = command
+        settings, shards, expected = command
         try:
             agg = aggregators.get(settings.key_prefix)
             if agg is None:
                 agg = aggregators[settings.key_prefix] = Aggregator(connect(settings), settings)
             t0 = time.perf_counter()
-            drained = agg.drain(shards)
-            results.put(("done", drained.events, time.perf_counter() - t0))
+            drained = agg.drain(shards).events
+            # expected > 0: keep draining as events arrive until that many were drained
+            while drained < expected and time.perf_counter() - t0 < 600:
+                more = agg.drain(shards).events
+                drained += more
+                if not more:
+                    time.sleep(0.005)
+            results.put(("done", drained, time.perf_counter() - t0))
         except BaseException:
             results.put(("error", 0, traceback.format_exc()))
             raise
@@ -124,8 +133,15 @@ class Workers:
                 shards = [s for s in range(settings.shards) if s % n == k]
             else:
                 shards = list(range(settings.shards))
-            cmd.put((settings, shards))
+            cmd.put((settings, shards, 0))
         return sum(self._get("done")[0] for _ in self.commands)
+
+    def start_stream(self, settings: Settings, expected: int) -> None:
+        """Worker 0 drains every shard as events arrive, until ``expected`` were drained."""
+        self.commands[0].put((settings, list(range(settings.shards)), expected))
+
+    def wait_stream(self) -> int:
+        return self._get("done")[0]
 
     def close(self) -> None:
         for cmd in self.commands:
@@ -174,11 +190,15 @@ def run_case(url: str, case: Case, workers: Workers | None, report: common.Repor
     pool = workload(case.endpoints)
     ref = reference(pool, case.events)
     base = common.used_memory(client)
+    cpu0 = common.server_cpu_s(client)
     t_case = time.time()
     first = t_case - settings.window_s + MARGIN_S
     step = (settings.window_s - MARGIN_S) / case.events
     track = monitor.track_api_request
     try:
+        if case.pipelined:
+            assert workers is not None
+            workers.start_stream(settings, case.events)
         for lo in range(0, case.events, CHUNK):
             hi = min(case.events, lo + CHUNK)
             t0 = time.perf_counter()
@@ -192,14 +212,22 @@ def run_case(url: str, case: Case, workers: Workers | None, report: common.Repor
                     track(ep, rt, st, timestamp=first + j * step)
             report.check(monitor.flush(timeout=300), f"{case.label}: flush timed out")
             t1 = time.perf_counter()
-            drained = workers.drain(settings) if workers else monitor.aggregate().events
-            t2 = time.perf_counter()
-            report.check(drained == hi - lo, f"{case.label}: drained {drained} of {hi - lo}")
             out.track_s += t1 - t0
-            out.drain_s += t2 - t1
+            if case.pipelined:
+                continue
+            drained = workers.drain(settings) if workers else monitor.aggregate().events
+            out.drain_s += time.perf_counter() - t1
+            report.check(drained == hi - lo, f"{case.label}: drained {drained} of {hi - lo}")
+        if case.pipelined:
+            assert workers is not None
+            t1 = time.perf_counter()
+            drained = workers.wait_stream()
+            out.drain_s = time.perf_counter() - t1  # the drain's tail after the last flush
+            report.check(drained == case.events, f"{case.label}: drained {drained:,}")
         t0 = time.perf_counter()
         summary = monitor.get_metrics_summary()
         out.summary_s = time.perf_counter() - t0
+        out.server_cpu_s = common.server_cpu_s(client) - cpu0
         check_summary(summary, ref, case, report)
         report.check(time.time() - t_case < MARGIN_S - 60, f"{case.label}: run outlasted margin")
         out.memory = common.used_memory(client) - base
@@ -233,6 +261,20 @@ def check_summary(
     report.check(summary["endpoints_folded"] == 0, f"{label}: endpoints folded")
 
 
+def median_outcome(outcomes: list[Outcome]) -> Outcome:
+    """The median of each phase's seconds over repeated runs; memory of the first run."""
+    first = outcomes[0]
+    return Outcome(
+        first.case,
+        track_s=common.median([o.track_s for o in outcomes]),
+        drain_s=common.median([o.drain_s for o in outcomes]),
+        summary_s=common.median([o.summary_s for o in outcomes]),
+        server_cpu_s=common.median([o.server_cpu_s for o in outcomes]),
+        memory=first.memory,
+        kinds=first.kinds,
+    )
+
+
 # -- the runs ----------------------------------------------------------------------------------
 
 
@@ -240,25 +282,36 @@ def main() -> int:
     args = common.parse_args(__doc__ or "")
     report = common.Report("end_to_end")
     n = 20_000 if args.quick else 1_000_000
+    reps = 1 if args.quick else 3
     started = time.monotonic()
     with common.redis_server() as url:
         workers = Workers(2)
         try:
-            speed: dict[tuple[int, int], Outcome] = {}
-            for shards in (1, 8):
-                for procs in (1, 2):
+            runs: dict[tuple[int, int, str], list[Outcome]] = {}
+            order = [(1, 1, ""), (1, 2, ""), (8, 1, ""), (8, 2, ""), (8, 1, "live"), (8, 1, "pipe")]
+            for rep in range(reps):  # interleaved, reversed every other time: drift hits all
+                for shards, procs, kind in order if rep % 2 == 0 else order[::-1]:
+                    label = {
+                        "": f"{shards} shard(s), {procs} proc(s)",
+                        "live": "live stamps, 8 shards, 1 proc",
+                        "pipe": "8 shards, 1 worker draining meanwhile",
+                    }[kind]
                     case = Case(
-                        f"{n:,} ev, {shards} shard(s), {procs} proc(s)",
+                        f"{n:,} ev, {label}",
                         n,
                         shards=shards,
                         procs=procs,
+                        live=kind == "live",
+                        pipelined=kind == "pipe",
                     )
-                    speed[shards, procs] = run_case(
-                        url, case, workers if procs == 2 else None, report
+                    runs.setdefault((shards, procs, kind), []).append(
+                        run_case(
+                            url, case, workers if procs == 2 or kind == "pipe" else None, report
+                        )
                     )
-            live = run_case(
-                url, Case(f"{n:,} ev live, 8 shards, 1 proc", n, live=True), None, report
-            )
+            speed = {(k[0], k[1]): median_outcome(v) for k, v in runs.items() if not k[2]}
+            live = median_outcome(runs[8, 1, "live"])
+            pipe = median_outcome(runs[8, 1, "pipe"])
             small = 5_000 if args.quick else 100_000
             by_events = [run_case(url, Case(f"{small:,} ev", small), None, report), speed[8, 1]]
             per_event = speed[8, 1].total_s / n
@@ -275,17 +328,19 @@ def main() -> int:
             ]
         finally:
             workers.close()
-    show(speed, live, by_events, by_endpoints, report, args.quick)
+    show(speed, live, pipe, by_events, by_endpoints, report, args.quick, reps)
     return report.finish(args)
 
 
 def show(
     speed: dict[tuple[int, int], Outcome],
     live: Outcome,
+    pipe: Outcome,
     by_events: list[Outcome],
     by_endpoints: list[Outcome],
     report: common.Report,
     quick: bool,
+    reps: int,
 ) -> None:
     rows = [
         (
@@ -294,13 +349,15 @@ def show(
             f"{o.drain_s:.2f}",
             f"{o.summary_s * 1000:.0f}",
             f"{o.rate():,.0f}",
-            f"{o.drain_rate():,.0f}",
+            "(overlapped)" if o.case.pipelined else f"{o.drain_rate():,.0f}",
+            f"{o.server_cpu_s / o.case.events * 1e6:.2f}",
             common.fmt_mb(o.memory),
         )
-        for o in [*speed.values(), live]
+        for o in [*speed.values(), live, pipe]
     ]
     common.print_table(
-        "throughput (hour-spread timestamps unless 'live')",
+        f"throughput, median of each phase over {reps} run(s) (hour-spread timestamps unless "
+        "'live')",
         (
             "case",
             "track+flush s",
@@ -308,6 +365,7 @@ def show(
             "summary ms",
             "end-to-end ev/s",
             "drain ev/s",
+            "server CPU µs/ev",
             "memory",
         ),
         rows,
@@ -346,6 +404,7 @@ def show(
     report.figure("end-to-end ev/s, 1 proc, 8 shards", f"{one.rate():,.0f}", ">= 250,000", goal)
     report.figure("end-to-end ev/s, 1 proc, 1 shard", f"{speed[1, 1].rate():,.0f}", "")
     report.figure("end-to-end ev/s, live stamps", f"{live.rate():,.0f}", "")
+    report.figure("end-to-end ev/s, draining meanwhile", f"{pipe.rate():,.0f}", "")
     report.figure("drain ev/s, 1 proc, 8 shards", f"{one.drain_rate():,.0f}", "")
     for shards in (8, 1):
         drain_ratio = speed[shards, 2].drain_rate() / speed[shards, 1].drain_rate()
