@@ -95,7 +95,7 @@ class Settings:
     window_s: int = 3600
     error_status_min: int = 500
     aggregate_interval_s: float = 10.0
-    aggregate_batch: int = 10_000
+    aggregate_batch: int = 50_000
     check_interval_s: float = 30.0
     queue_check_interval_s: float = 30.0
     deliver_interval_s: float = 5.0
@@ -180,7 +180,7 @@ class Settings:
             window_s=r.integer("MONITOR_WINDOW_SECONDS", 3600),
             error_status_min=r.integer("MONITOR_ERROR_STATUS_MIN", 500),
             aggregate_interval_s=r.number("MONITOR_AGGREGATE_INTERVAL", 10.0),
-            aggregate_batch=r.integer("MONITOR_AGGREGATE_BATCH", 10_000),
+            aggregate_batch=r.integer("MONITOR_AGGREGATE_BATCH", 50_000),
             check_interval_s=r.number("MONITOR_CHECK_INTERVAL", 30.0),
             queue_check_interval_s=r.number("MONITOR_QUEUE_CHECK_INTERVAL", 30.0),
             deliver_interval_s=r.number("MONITOR_DELIVER_INTERVAL", 5.0),

@@ -14,6 +14,7 @@ a batch costs one list element however many events it holds. Numbers are written
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from decimal import Decimal
 from typing import Any
 
@@ -104,8 +105,14 @@ def escape_name(name: str) -> str:
     return name
 
 
+def api_lines(items: Iterable[tuple[Any, float, str, float, int]]) -> list[str]:
+    """Lines of ``(kind, ts, escaped endpoint, response_time_s, status_code)`` items (one
+    comprehension for a whole flush: the flusher's main cost)."""
+    return [f"a|{ts!r}|{rt!r}|{status}|{name}" for _, ts, name, rt, status in items]
+
+
 def api_line(ts: float, escaped_endpoint: str, response_time_s: float, status_code: int) -> str:
-    return f"a|{ts!r}|{response_time_s!r}|{status_code}|{escaped_endpoint}"
+    return api_lines([("a", ts, escaped_endpoint, response_time_s, status_code)])[0]
 
 
 def payment_line(ts: float, escaped_reason: str, amount: float) -> str:

@@ -25,7 +25,7 @@ from typing import Any
 from .config import Settings
 from .events import (
     MAX_RESPONSE_TIME_S,
-    api_line,
+    api_lines,
     check_api,
     check_payment,
     check_timestamp,
@@ -89,7 +89,7 @@ class Tracker:
         self._settings: Settings | None = None
         self._client: Client | None = None
         self._scripts: Scripts | None = None
-        self._name_cache: dict[str, tuple[int, str]] = {}
+        self._name_cache: dict[str, tuple[int, str | None]] = {}
         self._unsent: list[tuple[int, str, int, bytes]] | None = None
         self._flush_lock = threading.Lock()
         self._start_lock = threading.Lock()
@@ -233,7 +233,8 @@ class Tracker:
         buf = self._buffer
         shards = settings.shards
         cache = self._name_cache
-        groups: dict[int, list[str]] = {}
+        requests: dict[int, list[Item]] = {}
+        payments: dict[int, list[str]] = {}
         popleft = buf.popleft
         for _ in range(settings.flush_batch):
             try:
@@ -243,28 +244,31 @@ class Tracker:
             name = item[2]
             known = cache.get(name)
             if known is None:
-                known = (shard_of(name, shards), escape_name(name))
+                escaped = escape_name(name)
+                known = (shard_of(name, shards), escaped if escaped != name else None)
                 if len(cache) < 10_000:
                     cache[name] = known
-            shard, escaped = known
+            shard, escaped_name = known
             if item[0] == "a":
-                line = api_line(item[1], escaped, item[3], item[4])
+                if escaped_name is not None:
+                    item = (item[0], item[1], escaped_name, item[3], item[4])
+                group = requests.get(shard)
+                if group is None:
+                    group = requests[shard] = []
+                group.append(item)
             else:
-                line = payment_line(item[1], escaped, item[3])
-            group = groups.get(shard)
-            if group is None:
-                group = groups[shard] = []
-            group.append(line)
+                line = payment_line(item[1], escaped_name or name, item[3])
+                payments.setdefault(shard, []).append(line)
         overflowed = self._overflowed
         if overflowed:
             self._overflowed -= overflowed
-            groups.setdefault(0, []).append(overflow_line(_time(), overflowed))
-        if not groups:
-            return None
-        return [
-            (shard, uuid.uuid4().hex, len(lines), encode_chunk(lines))
-            for shard, lines in groups.items()
-        ]
+            payments.setdefault(0, []).append(overflow_line(_time(), overflowed))
+        batches = []
+        for shard in set(requests) | set(payments):
+            lines = api_lines(requests.get(shard, ()))
+            lines += payments.get(shard, ())
+            batches.append((shard, uuid.uuid4().hex, len(lines), encode_chunk(lines)))
+        return batches or None
 
     def _fault(self, settings: Settings, exc: BaseException) -> None:
         self.faults += 1
