@@ -59,9 +59,13 @@ def check(
     report: dict[str, list[dict[str, Any]]] = {kind: [] for kind in REPORT_KINDS}
     batch = throttle.Batch(client)
     ops: list[tuple[str, rules.RuleResult, dict[str, Any] | None]] = []
+    # A window missing part of a large backlog (pending_unread) may undercount: alerts
+    # keep firing on it but never resolve on it.
+    partial = bool(summary.get("pending_unread"))
     for result in rules.evaluate(summary, settings, now, firing=firing):
         silence = throttle.silence_for(silences, result.key)
-        if result.notice is None:
+        unsure = result.notice is None or (partial and result.state != rules.FIRING)
+        if unsure:
             if result.key in firing:  # insufficient data: keep the state alive, change nothing
                 batch.run(throttle.touch, settings, result.key)
                 ops.append(("touch", result, silence))

@@ -145,6 +145,7 @@ class MetricsMonitor(Tracker):
             "celery": celery,
             "queue_broker": broker,
             "pending_events": read.pending_events,
+            "pending_unread": read.pending_unread,
             "dropped_events": window.dropped(),
             "endpoints_folded": window.counters.get("folded", 0),
         }

@@ -42,23 +42,51 @@ return queued
 """
 )
 
-# Read (without taking) the newest raw elements, holding up to about `budget` events.
-# KEYS: raw list. ARGV: budget. Read-only; a summary runs it inside its MULTI.
-READ_PENDING = (
+# Read one shard's part of a window, atomically, without changing anything.
+# KEYS: roll hash, leases zset, raw list, stats hash.
+# ARGV: shard key base, window start bucket, window end bucket, the real clock's bucket,
+#       how many buckets the roll may trail by, raw-event budget.
+# Returns {fast, hashes, claimed batches' elements, newest raw elements, queued}: with
+# fast = 1 the first hash is the roll and the others are buckets to subtract from it; with
+# fast = 0 the hashes are the window's buckets, to add up.
+# Guarantees: one consistent snapshot of the shard (a script runs atomically), so a batch
+# being applied meanwhile is seen either in the roll or in the batches, never twice or not
+# at all; it reads raw elements newest first, up to about the budget in events.
+READ_SHARD = (
     _COUNT
     + """
-local budget, total, out, start = tonumber(ARGV[1]), 0, {}, 0
+local roll, base = KEYS[1], ARGV[1]
+local start, stop, real, lag = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]),
+  tonumber(ARGV[5])
+local budget = tonumber(ARGV[6])
+local rs = tonumber(redis.call('HGET', roll, '_:start') or '-1')
+local fast = rs >= 0 and rs <= start and start - rs <= lag and stop >= real
+local hashes = {}
+if fast then
+  hashes[1] = redis.call('HGETALL', roll)
+  for m = rs, start - 1 do hashes[#hashes + 1] = redis.call('HGETALL', base .. 'm:' .. m) end
+else
+  for m = start, stop do hashes[#hashes + 1] = redis.call('HGETALL', base .. 'm:' .. m) end
+end
+local claimed = {}
+for _, id in ipairs(redis.call('ZRANGE', KEYS[2], 0, -1)) do
+  for _, element in ipairs(redis.call('LRANGE', base .. 'batch:' .. id, 0, -1)) do
+    claimed[#claimed + 1] = element
+  end
+end
+local raw, total, first = {}, 0, 0
 while total < budget do
-  local page = redis.call('LRANGE', KEYS[1], start, start + 63)
+  local page = redis.call('LRANGE', KEYS[3], first, first + 63)
   if #page == 0 then break end
   for _, element in ipairs(page) do
-    out[#out + 1] = element
+    raw[#raw + 1] = element
     total = total + count_of(element)
     if total >= budget then break end
   end
-  start = start + 64
+  first = first + 64
 end
-return out
+local queued = redis.call('HGET', KEYS[4], 'queued') or '0'
+return {fast and 1 or 0, hashes, claimed, raw, queued}
 """
 )
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -24,7 +25,6 @@ from redis.retry import Retry
 
 from . import scripts
 from .config import Settings, redact_url
-from .errors import MonitorError
 from .keys import LEASE_MS, PUSH_DEDUPE_TTL_S, RAW_TTL_S, Keys, ShardKeys, bucket_ttl_s
 from .windows import (
     ApiAcc,
@@ -88,6 +88,18 @@ class Scripts:
         self.reclaim = client.register_script(scripts.RECLAIM)
         self.admit = client.register_script(scripts.ADMIT)
         self.apply = client.register_script(scripts.APPLY)
+        self.read_shard = client.register_script(scripts.READ_SHARD)
+
+    @classmethod
+    def of(cls, client: Client) -> Scripts:
+        """The scripts registered for ``client`` (made once per client)."""
+        found: Scripts | None = _SCRIPTS.get(client)
+        if found is None:
+            found = _SCRIPTS[client] = cls(client)
+        return found
+
+
+_SCRIPTS: weakref.WeakKeyDictionary[Any, Scripts] = weakref.WeakKeyDictionary()
 
 
 def push_batches(
@@ -321,76 +333,47 @@ class Aggregator:
 class WindowRead:
     window: Window
     pending_events: int
+    pending_unread: int  # pending events over the read budget: counted, not in the window
     admitted_endpoints: int
 
 
 _FAST_PATH_MAX_LAG = 5  # buckets the roll may trail the wanted window by
-# Raw events a summary folds in on the fly; a larger backlog is counted (pending_events) but
-# only its newest events are included, so a stalled aggregation cannot make reads slow.
+# Raw events a summary folds in on the fly, over all shards; a larger backlog is counted
+# (pending_events, pending_unread) but only its newest events are included, so a stalled
+# aggregation cannot make reads slow. Alerts do not resolve on such a partial window.
 PENDING_READ_MAX = 200_000
 
 
 def read_window(client: Client, settings: Settings, now: float) -> WindowRead:
     """The window ending at ``now``, merged over shards, including raw events not yet
-    aggregated. Reads each shard in one MULTI so a concurrent aggregation is seen whole."""
+    aggregated. Each shard is read by one script, so a concurrent aggregation is seen whole."""
     keys = Keys(settings.key_prefix, settings.shards)
     start = window_start(now, settings.window_s)
     end = bucket_of(now)
     real_bucket = bucket_of(time.time())
     window = Window()
     pending: list[bytes] = []
-    pending_total = 0
-    per_shard = max(1_000, PENDING_READ_MAX // settings.shards)
-    shard_keys = keys.all_shards()
-    pre = client.pipeline(transaction=False)
-    for sk in shard_keys:
-        pre.hget(sk.roll, "_:start")
-        pre.zrange(sk.leases, 0, -1)
-    pre_results = pre.execute()
-    for n, sk in enumerate(shard_keys):
-        roll_start_raw, lease_ids = pre_results[2 * n], pre_results[2 * n + 1]
-        for _attempt in range(5):
-            roll_start = int(roll_start_raw) if roll_start_raw is not None else -1
-            fast = 0 <= roll_start <= start and start - roll_start <= _FAST_PATH_MAX_LAG
-            fast = fast and end >= real_bucket
-            pipe = client.pipeline(transaction=True)
-            pipe.hget(sk.roll, "_:start")
-            pipe.zrange(sk.leases, 0, -1)
-            if fast:
-                pipe.hgetall(sk.roll)
-                extra = list(range(roll_start, start))
-            else:
-                extra = list(range(start, end + 1))
-            for bucket in extra:
-                pipe.hgetall(sk.minute(bucket))
-            pipe.hget(sk.stats, "queued")
-            # EVAL, not a registered script: cluster pipelines cannot load scripts
-            pipe.execute_command("EVAL", scripts.READ_PENDING, 1, sk.raw, per_shard)
-            for lease_id in lease_ids:
-                pipe.lrange(sk.batch(lease_id.decode()), 0, -1)
-            got = pipe.execute()
-            if got[0] != roll_start_raw or got[1] != lease_ids:
-                roll_start_raw, lease_ids = got[0], got[1]
-                continue
-            rest = got[2:]
-            if fast:
-                window.add_fields(rest[0])
-                rest = rest[1:]
-            for fields in rest[: len(extra)]:
-                window.add_fields(fields, -1 if fast else 1)
-            queued, *lists = rest[len(extra) :]
-            # events in the raw elements left unread (counted, not folded in)
-            pending_total += max(0, int(queued or 0) - sum(element_count(e) for e in lists[0]))
-            for entries in lists:
-                pending.extend(entries)
-            break
-        else:
-            raise MonitorError("metrics store kept changing while reading a window; try again")
+    unread = 0
+    budget = PENDING_READ_MAX  # events left to fold in, over all shards
+    read_shard = Scripts.of(client).read_shard
+    for sk in keys.all_shards():
+        fast, hashes, claimed, raw, queued = read_shard(
+            keys=[sk.roll, sk.leases, sk.raw, sk.stats],
+            args=[sk.base, start, end, real_bucket, _FAST_PATH_MAX_LAG, max(budget, 0)],
+        )
+        for n, flat in enumerate(hashes):
+            fields = dict(zip(flat[0::2], flat[1::2], strict=True))
+            window.add_fields(fields, -1 if fast and n else 1)
+        read = sum(element_count(e) for e in raw)
+        budget -= read
+        unread += max(0, int(queued) - read)  # counted, not folded in
+        pending += claimed
+        pending += raw
     admitted = {m.decode() for m in client.smembers(keys.endpoints)}
     reasons = {m.decode() for m in client.smembers(keys.reasons)}
     _add_pending(window, pending, settings, now, start, end, admitted, reasons)
-    pending_total += sum(element_count(e) for e in pending)
-    return WindowRead(window, pending_total, len(admitted))
+    pending_total = unread + sum(element_count(e) for e in pending)
+    return WindowRead(window, pending_total, unread, len(admitted))
 
 
 def _refused(names: set[str], admitted: set[str], cap: int) -> set[str]:
