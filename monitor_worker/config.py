@@ -58,19 +58,20 @@ def redact_webhook(url: str | None) -> str:
     return f"{parts.scheme}://{parts.hostname}/{first}/***"
 
 
-def state_dir() -> Path:
+def state_dir(environ: Mapping[str, str] | None = None) -> Path:
     """The per-user directory holding the embedded server's data and URL file."""
-    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    env = os.environ if environ is None else environ
+    base = env.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
     return Path(base) / "monitor-worker"
 
 
-def embedded_url_file() -> Path:
-    return state_dir() / "redis-url"
+def embedded_url_file(environ: Mapping[str, str] | None = None) -> Path:
+    return state_dir(environ) / "redis-url"
 
 
-def read_embedded_url() -> str | None:
+def read_embedded_url(environ: Mapping[str, str] | None = None) -> str | None:
     """The URL recorded by a running ``monitor-worker run``, if the file is ours and private."""
-    path = embedded_url_file()
+    path = embedded_url_file(environ)
     try:
         info = path.stat()
         if info.st_uid != os.getuid() or info.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
@@ -167,7 +168,7 @@ class Settings:
         redis_url = r.text("MONITOR_REDIS_URL", "")
         explicit = bool(redis_url)
         if not redis_url:
-            redis_url = read_embedded_url() or DEFAULT_REDIS_URL
+            redis_url = read_embedded_url(env) or DEFAULT_REDIS_URL
         broker = r.text("CELERY_BROKER_URL", "")
         values: dict[str, Any] = dict(
             redis_url=redis_url,

@@ -98,7 +98,7 @@ def test_start_serves_loopback_with_password_and_records_url(
     assert _mode(state_dir()) == 0o700
     assert _mode(server.data_dir) == 0o700
     assert read_embedded_url() == server.url
-    assert Settings.from_env({}).redis_url == server.url
+    assert Settings.from_env({"XDG_DATA_HOME": os.environ["XDG_DATA_HOME"]}).redis_url == server.url
 
 
 def test_existing_directories_are_made_private(
