@@ -32,29 +32,7 @@ def tls_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[int, 
         pytest.skip("Debian's redis-server (with TLS) or openssl is not installed")
     tmp = tmp_path_factory.mktemp("tls")
     cert, key = tmp / "server.crt", tmp / "server.key"
-    subprocess.run(
-        [
-            "openssl",
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "1",
-            "-subj",
-            "/CN=127.0.0.1",
-            "-addext",
-            "subjectAltName=IP:127.0.0.1",
-            "-keyout",
-            str(key),
-            "-out",
-            str(cert),
-        ],
-        check=True,
-        capture_output=True,
-        timeout=60,
-    )
+    _self_signed("127.0.0.1", cert, key)
     port = free_port()
     proc = subprocess.Popen(
         [
@@ -102,6 +80,17 @@ def tls_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[int, 
         proc.wait(10)
 
 
+def _self_signed(common_name: str, cert: Path, key: Path) -> None:
+    """A throw-away self-signed certificate for ``common_name`` (an IP gets a SAN too)."""
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+         "-subj", f"/CN={common_name}", "-addext", f"subjectAltName=IP:{common_name}"
+         if common_name[0].isdigit() else "basicConstraints=CA:TRUE",
+         "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True, timeout=60,
+    )  # fmt: skip
+
+
 def _url(port: int, cert: Path) -> str:
     return f"rediss://:{PASSWORD}@127.0.0.1:{port}/0?ssl_cert_reqs=required&ssl_ca_certs={cert}"
 
@@ -126,29 +115,8 @@ def test_plaintext_client_is_refused_and_wrong_ca_fails(tls_server: tuple[int, P
     port, cert = tls_server
     with pytest.raises((redis.RedisError, OSError)):
         redis.Redis(port=port, password=PASSWORD, socket_timeout=2).ping()
-    other = subprocess.run(
-        [
-            "openssl",
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "1",
-            "-subj",
-            "/CN=other",
-            "-keyout",
-            "/dev/null",
-            "-out",
-            "-",
-        ],
-        check=True,
-        capture_output=True,
-        timeout=60,
-    ).stdout
     wrong = cert.parent / "other.crt"
-    wrong.write_bytes(other)
+    _self_signed("other", wrong, cert.parent / "other.key")
     with pytest.raises((redis.RedisError, OSError)):
         redis.Redis.from_url(_url(port, wrong), socket_timeout=2).ping()
 
