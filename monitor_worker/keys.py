@@ -23,7 +23,7 @@ from __future__ import annotations
 import zlib
 from dataclasses import dataclass
 
-# An hour of buckets plus the window again: a bucket must outlive its subtraction from the roll.
+# Raw lists, batches and stats outlive any worker outage worth recovering from.
 RAW_TTL_S = 7 * 24 * 3600
 PUSH_DEDUPE_TTL_S = 600  # longer than any retry of one flush batch
 LEASE_MS = 60_000

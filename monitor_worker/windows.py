@@ -28,7 +28,6 @@ LOG_GAMMA = math.log(GAMMA)
 MIN_VALUE_S = 1e-6
 ZERO_BIN = -99_999
 OTHER = "__other__"
-COUNTERS = ("malformed", "overflow", "folded", "trimmed", "too_old")
 MAX_OVERFLOW_COUNT = 2**40
 
 
