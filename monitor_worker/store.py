@@ -211,7 +211,7 @@ class Aggregator:
         self.client = client
         self.settings = settings
         self.keys = Keys(settings.key_prefix, settings.shards)
-        self.scripts = Scripts(client)
+        self.scripts = Scripts.of(client)
         self._admitted_endpoints: set[str] = set()
         self._admitted_reasons: set[str] = set()
 

@@ -127,14 +127,7 @@ class Tracker:
         ):
             endpoint, response_time, status_code = check_api(endpoint, response_time, status_code)
         ts = _time() if timestamp is None else check_timestamp(timestamp)
-        if not self._started:
-            self._start()
-        buf = self._buffer
-        if len(buf) >= self._limit:
-            self._overflowed += 1
-        buf.append(("a", ts, endpoint, response_time, status_code))
-        if len(buf) >= self._flush_at or ts >= self._deadline:
-            self._kick()
+        self._append(("a", ts, endpoint, response_time, status_code))
 
     def track_payment_failure(
         self, reason: str, amount: Any, *, timestamp: float | None = None
@@ -142,13 +135,17 @@ class Tracker:
         """Record one failed payment (reason text, amount as int, float or Decimal)."""
         reason, amount_f = check_payment(reason, amount)
         ts = _time() if timestamp is None else check_timestamp(timestamp)
+        self._append(("p", ts, reason, amount_f))
+
+    def _append(self, item: Item) -> None:
+        """Buffer one event (the oldest goes, counted, when the buffer is full)."""
         if not self._started:
             self._start()
         buf = self._buffer
         if len(buf) >= self._limit:
             self._overflowed += 1
-        buf.append(("p", ts, reason, amount_f))
-        if len(buf) >= self._flush_at or ts >= self._deadline:
+        buf.append(item)
+        if len(buf) >= self._flush_at or item[1] >= self._deadline:
             self._kick()
 
     # -- machinery ---------------------------------------------------------------------------
@@ -211,7 +208,7 @@ class Tracker:
                 self._client = connect(
                     settings, socket_timeout_s=timeout, connect_timeout_s=timeout, retries=False
                 )
-            self._scripts = Scripts(self._client)
+            self._scripts = Scripts.of(self._client)
         return self._client, self._scripts
 
     def _flush_pending(self, deadline: float = _INF) -> bool:
