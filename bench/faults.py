@@ -4,8 +4,9 @@ alerts expected and delivered, and what a track call cost the app during the fau
 1. Redis stops (and later starts again on the same port, its data saved on shutdown), or
    hangs (SIGSTOP), while the app tracks at a steady rate; within and beyond the buffer bound;
    the flusher thread and the inline mode (no threads, as under uWSGI without threads).
-2. Aggregator processes SIGKILLed 20 times while 200,000 events stream in; leases expired
-   at the end, then a last drain.
+2. Aggregator processes SIGKILLed 20 times while 200,000 events stream in, every other one
+   stopped between claiming a batch and applying it; leases expired at the end, then a last
+   drain.
 3. 4 producers x 250,000 events while 4 worker processes aggregate, evaluate and deliver to a
    local Slack stand-in; Redis used_memory sampled every 0.1 s against a bound of 32 MB over
    the start (a tenth of the events sitting in Redis at once would be more). 3b: the summary

@@ -561,16 +561,39 @@ def _produce(settings: Settings, seed: int, n: int, now: float, duration_s: floa
         os._exit(3)
 
 
-def _aggregate_until(settings: Settings, stop: Any) -> None:
+def _aggregate_until(settings: Settings, stop: Any, hold: Any, report: Any) -> None:
     """An aggregator process: drain in a loop until ``stop`` (a lock-free shared byte) is set.
 
-    Nothing here takes a lock shared with other processes, so a SIGKILL at any moment
-    cannot wedge the others.
+    Once ``hold`` is set it claims one batch, sends the batch id on ``report`` and stops
+    right there, between claim and apply, until a signal ends it. Nothing here takes a lock
+    shared with other processes, so a SIGKILL at any moment cannot wedge the others.
     """
     aggregator = Aggregator(connect(settings), settings)
     while not stop.value:
-        if aggregator.drain().events == 0:
+        if hold.value:
+            held = aggregator.drain(stop_after_claim=True).held
+            if held is not None:
+                report.send(held)
+                signal.pause()
+            time.sleep(0.002)
+        elif aggregator.drain().events == 0:
             time.sleep(0.01)
+
+
+@dataclass
+class _AggregatorProcess:
+    proc: Any
+    hold: Any
+    report: Any  # the receiving end of the process's pipe
+
+
+def _start_aggregator(settings: Settings, stop: Any) -> _AggregatorProcess:
+    hold = FORK.RawValue("b", 0)
+    receiver, sender = FORK.Pipe(duplex=False)
+    proc = FORK.Process(target=_aggregate_until, args=(settings, stop, hold, sender))
+    proc.start()
+    sender.close()
+    return _AggregatorProcess(proc, hold, receiver)
 
 
 def raw_backlog(client: redis.Redis, settings: Settings) -> int:
@@ -584,35 +607,20 @@ def leases(client: redis.Redis, settings: Settings) -> set[bytes]:
 
 
 def _kill_holding_a_batch(
-    victim: Any,
-    client: redis.Redis,
-    settings: Settings,
-    known: set[bytes],
-    rng: random.Random,
-    until: float,
+    victim: _AggregatorProcess, client: redis.Redis, settings: Settings, wait_s: float
 ) -> bool:
-    """SIGKILL ``victim`` while it holds a claimed batch, if that can be caught before ``until``
-    (a monotonic time); it dies then anyway.
+    """Have ``victim`` stop between claiming a batch and applying it, then SIGKILL it there.
 
-    The victim is frozen (SIGSTOP) at short random intervals. When a lease exists that no
-    earlier kill left behind, it stays frozen 50 ms: a lease still there is its own (a live
-    aggregator applies its batch within milliseconds; a script the victim had sent finishes
-    on the server meanwhile). Otherwise it runs on (SIGCONT).
+    True when it reported a claimed batch within ``wait_s`` and that batch's lease was in
+    the store when it died; it dies either way.
     """
-    while time.monotonic() < until:
-        os.kill(victim.pid, signal.SIGSTOP)
-        present = leases(client, settings) - known
-        if present:
-            time.sleep(0.05)
-            held = present & leases(client, settings)
-            if held:
-                known |= held
-                stop_process(victim)
-                return True
-        os.kill(victim.pid, signal.SIGCONT)
-        time.sleep(rng.uniform(0.001, 0.01))
-    stop_process(victim)
-    return False
+    victim.hold.value = 1
+    held = False
+    if victim.report.poll(wait_s):
+        with contextlib.suppress(EOFError):
+            held = victim.report.recv().encode() in leases(client, settings)
+    stop_process(victim.proc)
+    return held
 
 
 def aggregator_kills(
@@ -626,10 +634,11 @@ def aggregator_kills(
     seed: int = 20,
 ) -> Outcome:
     """Aggregators drain while events stream in; in each of ``kills`` equal slices of the
-    stream one of them is SIGKILLed and replaced: at a random moment (often while the server
-    runs its APPLY script), or, every other time, at a moment it holds a claimed batch. At the
-    end the leases of the batches the dead held are expired (as 60 s would) and a last drain
-    runs: the totals must be exact, each orphaned batch taken over once."""
+    stream one of them is SIGKILLed and replaced: every other time at a random moment (often
+    while the server runs its APPLY script), otherwise in the first half of the slice, once it
+    has claimed a batch and before it applies it. At the end the leases of the batches the dead
+    held are expired (as 60 s would) and a last drain runs: the totals must be exact, each
+    orphaned batch taken over once."""
     outcome = Outcome(f"2. {kills} aggregator SIGKILLs")
     started = time.monotonic()
     settings = settings.with_overrides(aggregate_batch=500, flush_interval_s=0.05)
@@ -637,35 +646,33 @@ def aggregator_kills(
     seeds = [(seed + k, share) for k, share in enumerate(split(events, producers))]
     stop = FORK.RawValue("b", 0)
     prods = [FORK.Process(target=_produce, args=(settings, s, n, now, stream_s)) for s, n in seeds]
-    aggs = [
-        FORK.Process(target=_aggregate_until, args=(settings, stop)) for _ in range(aggregators)
-    ]
+    aggs: list[_AggregatorProcess] = []
     rng = random.Random(seed)
     killed = holding = 0
-    known: set[bytes] = set()
     client = connect(settings)
     try:
-        for proc in prods + aggs:
+        for proc in prods:
             proc.start()
+        aggs += [_start_aggregator(settings, stop) for _ in range(aggregators)]
         for k in range(kills):
-            at = started + stream_s * (k + rng.random()) / kills
+            holds = k % 2 == 0
+            at = started + stream_s * (k + rng.random() * (0.5 if holds else 1.0)) / kills
             time.sleep(max(0.0, at - time.monotonic()))
-            victim = rng.randrange(len(aggs))
-            if k % 2:
-                until = max(at, started + stream_s * (k + 1) / kills)
-                holding += _kill_holding_a_batch(aggs[victim], client, settings, known, rng, until)
+            victim = aggs[rng.randrange(len(aggs))]
+            if holds:
+                holding += _kill_holding_a_batch(victim, client, settings, wait_s=60.0)
             else:
-                stop_process(aggs[victim])
-            killed += aggs[victim].exitcode == -signal.SIGKILL
-            aggs[victim] = FORK.Process(target=_aggregate_until, args=(settings, stop))
-            aggs[victim].start()
+                stop_process(victim.proc)
+            killed += victim.proc.exitcode == -signal.SIGKILL
+            victim.report.close()
+            aggs[aggs.index(victim)] = _start_aggregator(settings, stop)
         for proc in prods:
             proc.join(stream_s + 180)
             outcome.expect(proc.exitcode == 0, f"a producer exited with {proc.exitcode}")
         stop.value = 1
-        for proc in aggs:
-            proc.join(120)
-            outcome.expect(proc.exitcode == 0, f"an aggregator exited with {proc.exitcode}")
+        for agg in aggs:
+            agg.proc.join(120)
+            outcome.expect(agg.proc.exitcode == 0, f"an aggregator exited with {agg.proc.exitcode}")
         orphaned = expire_leases(client, settings)
         final = Aggregator(client, settings).drain()
         outcome.expect(
@@ -673,13 +680,17 @@ def aggregator_kills(
         )
         outcome.expect(pending_count(client, settings) == 0, "events pending after the drain")
     finally:
-        for proc in prods + aggs:
+        for proc in prods + [agg.proc for agg in aggs]:
             stop_process(proc)
         client.close()
     outcome.sent = events
     count_against(outcome, api_section(settings), reference_of(seeds, now, span_s=60.0))
     outcome.expect(killed == kills, f"{killed} of {kills} kills were SIGKILLs")
-    outcome.expect(holding >= 1, "no kill caught an aggregator holding a claimed batch")
+    holds_due = (kills + 1) // 2
+    outcome.expect(
+        holding == holds_due, f"{holding} of {holds_due} kills caught a claimed batch's holder"
+    )
+    outcome.expect(orphaned >= holding, f"{orphaned} orphaned batches, fewer than {holding} held")
     outcome.notes.append(
         f"{killed} SIGKILLs while {events:,} events streamed over {stream_s:g} s, {holding} "
         f"of them holding a claimed batch; {orphaned} orphaned batches taken over after "

@@ -162,6 +162,7 @@ class DrainResult:
     events: int = 0
     batches: int = 0
     reclaimed: int = 0
+    held: str | None = None  # the batch claimed and left unapplied (``stop_after_claim``)
 
 
 def _records(delta: Delta, start: int) -> list[Any]:
@@ -226,7 +227,7 @@ class Aggregator:
         """Drain the given shards (default: all) until empty or the time budget is spent.
 
         ``stop_after_claim`` (tests only) claims one batch and returns without applying it,
-        as a worker killed between the two steps would.
+        as a worker killed between the two steps would; ``held`` names that batch.
         """
         result = DrainResult()
         started = time.monotonic()
@@ -241,6 +242,7 @@ class Aggregator:
                 if batch_id is None:
                     break
                 if stop_after_claim:
+                    result.held = batch_id
                     return result
                 self._apply(sk, batch_id, entries, at)
                 applied_any = True
