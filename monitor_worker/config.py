@@ -173,50 +173,15 @@ class Settings:
         values: dict[str, Any] = dict(
             redis_url=redis_url,
             redis_url_explicit=explicit,
-            redis_cluster=r.flag("MONITOR_REDIS_CLUSTER", False),
             broker_url=broker or redis_url,
             broker_url_explicit=bool(broker),
-            task_queue=r.text("MONITOR_TASK_QUEUE", "monitoring"),
-            key_prefix=r.text("MONITOR_KEY_PREFIX", "monitoring:"),
-            window_s=r.integer("MONITOR_WINDOW_SECONDS", 3600),
-            error_status_min=r.integer("MONITOR_ERROR_STATUS_MIN", 500),
-            aggregate_interval_s=r.number("MONITOR_AGGREGATE_INTERVAL", 10.0),
-            aggregate_batch=r.integer("MONITOR_AGGREGATE_BATCH", 50_000),
-            check_interval_s=r.number("MONITOR_CHECK_INTERVAL", 30.0),
-            queue_check_interval_s=r.number("MONITOR_QUEUE_CHECK_INTERVAL", 30.0),
-            deliver_interval_s=r.number("MONITOR_DELIVER_INTERVAL", 5.0),
-            buffer_max=r.integer("MONITOR_BUFFER_MAX", 100_000),
-            flush_interval_s=r.number("MONITOR_FLUSH_INTERVAL", 1.0),
-            flush_batch=r.integer("MONITOR_FLUSH_BATCH", 2_000),
-            flush_mode=r.text("MONITOR_FLUSH_MODE", "auto"),
-            shards=r.integer("MONITOR_SHARDS", 8),
-            raw_max=r.integer("MONITOR_RAW_MAX", 1_000_000),
-            max_endpoints=r.integer("MONITOR_MAX_ENDPOINTS", 500),
-            max_reasons=r.integer("MONITOR_MAX_REASONS", 100),
-            error_rate_threshold=r.number("MONITOR_ERROR_RATE_THRESHOLD", 5.0),
-            payment_failure_threshold=r.integer("MONITOR_PAYMENT_FAILURE_THRESHOLD", 10),
-            celery_queue_threshold=r.integer("MONITOR_CELERY_QUEUE_THRESHOLD", 100),
-            api_response_threshold=r.number("MONITOR_API_RESPONSE_THRESHOLD", 2.0),
-            alert_throttle_s=r.integer("MONITOR_ALERT_THROTTLE_SECONDS", 600),
-            min_requests=r.integer("MONITOR_MIN_REQUESTS", 20),
-            endpoints=r.csv("MONITOR_ENDPOINTS", ()),
-            service_name=r.text("MONITOR_SERVICE_NAME", ""),
-            environment=r.text("MONITOR_ENVIRONMENT", ""),
-            send_resolved=r.flag("MONITOR_SEND_RESOLVED", True),
-            delivery_max_age_s=r.number("MONITOR_DELIVERY_MAX_AGE", 3600.0),
-            alert_group_max=r.integer("MONITOR_ALERT_GROUP_MAX", 10),
-            check_delivery_timeout_s=r.number("MONITOR_CHECK_DELIVERY_TIMEOUT", 30.0),
-            slack_webhook_url=r.text("SLACK_WEBHOOK_URL", ""),
-            slack_timeout_s=r.number("MONITOR_SLACK_TIMEOUT", 10.0),
-            queues=r.csv("MONITOR_QUEUES", ("celery",)),
-            queues_broker_url=r.text("MONITOR_QUEUES_BROKER_URL", ""),
-            queues_broker_transport_options=r.json_object(
-                "MONITOR_QUEUES_BROKER_TRANSPORT_OPTIONS"
-            ),
-            queue_growth_checks=r.integer("MONITOR_QUEUE_GROWTH_CHECKS", 3),
-            queue_growth_min=r.integer("MONITOR_QUEUE_GROWTH_MIN", 20),
-            pending_threshold=r.integer("MONITOR_PENDING_THRESHOLD", 100_000),
         )
+        built_in = cls()
+        for f in fields(cls):
+            variable = _ENV_OF_FIELD.get(f.name)
+            if variable is not None and f.name not in values:
+                read = _READER_OF_TYPE[str(f.type)]
+                values[f.name] = read(r, variable, getattr(built_in, f.name))
         for name, value in (defaults or {}).items():
             if not env.get(_ENV_OF_FIELD.get(name, ""), "").strip():
                 values[name] = value
@@ -226,9 +191,10 @@ class Settings:
             raise ConfigError(_env_name(str(exc))) from None
 
 
-# field name -> environment variable, for error messages raised by _check
+# field name -> environment variable; the default is the field's own
 _ENV_OF_FIELD = {
     "redis_url": "MONITOR_REDIS_URL",
+    "redis_cluster": "MONITOR_REDIS_CLUSTER",
     "broker_url": "CELERY_BROKER_URL",
     "task_queue": "MONITOR_TASK_QUEUE",
     "key_prefix": "MONITOR_KEY_PREFIX",
@@ -253,6 +219,10 @@ _ENV_OF_FIELD = {
     "api_response_threshold": "MONITOR_API_RESPONSE_THRESHOLD",
     "alert_throttle_s": "MONITOR_ALERT_THROTTLE_SECONDS",
     "min_requests": "MONITOR_MIN_REQUESTS",
+    "endpoints": "MONITOR_ENDPOINTS",
+    "service_name": "MONITOR_SERVICE_NAME",
+    "environment": "MONITOR_ENVIRONMENT",
+    "send_resolved": "MONITOR_SEND_RESOLVED",
     "delivery_max_age_s": "MONITOR_DELIVERY_MAX_AGE",
     "alert_group_max": "MONITOR_ALERT_GROUP_MAX",
     "check_delivery_timeout_s": "MONITOR_CHECK_DELIVERY_TIMEOUT",
@@ -260,6 +230,7 @@ _ENV_OF_FIELD = {
     "slack_timeout_s": "MONITOR_SLACK_TIMEOUT",
     "queues": "MONITOR_QUEUES",
     "queues_broker_url": "MONITOR_QUEUES_BROKER_URL",
+    "queues_broker_transport_options": "MONITOR_QUEUES_BROKER_TRANSPORT_OPTIONS",
     "queue_growth_checks": "MONITOR_QUEUE_GROWTH_CHECKS",
     "queue_growth_min": "MONITOR_QUEUE_GROWTH_MIN",
     "pending_threshold": "MONITOR_PENDING_THRESHOLD",
@@ -422,11 +393,22 @@ class _Reader:
 
         return self._get(name, default, parse, "a comma-separated list")
 
-    def json_object(self, name: str) -> dict[str, Any]:
-        def parse(raw: str) -> dict[str, Any]:
+    def json_object(self, name: str, default: Mapping[str, Any]) -> Mapping[str, Any]:
+        def parse(raw: str) -> Mapping[str, Any]:
             value = json.loads(raw)
             if not isinstance(value, dict):
                 raise ValueError(raw)
             return value
 
-        return self._get(name, {}, parse, "a JSON object")
+        return self._get(name, default, parse, "a JSON object")
+
+
+# a Settings field's annotation -> the reader of its variable
+_READER_OF_TYPE: dict[str, Callable[[_Reader, str, Any], Any]] = {
+    "bool": _Reader.flag,
+    "int": _Reader.integer,
+    "float": _Reader.number,
+    "str": _Reader.text,
+    "tuple[str, ...]": _Reader.csv,
+    "Mapping[str, Any]": _Reader.json_object,
+}

@@ -2,9 +2,18 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import pytest
 
-from monitor_worker.config import DEFAULT_REDIS_URL, Settings, redact_url, redact_webhook
+from monitor_worker.config import (
+    _ENV_OF_FIELD,
+    DEFAULT_REDIS_URL,
+    Settings,
+    redact_url,
+    redact_webhook,
+)
 from monitor_worker.errors import ConfigError
 
 
@@ -96,3 +105,46 @@ def test_lists_and_json() -> None:
 def test_cluster_needs_its_own_broker_and_database_0(env: dict[str, str], name: str) -> None:
     with pytest.raises(ConfigError, match=name):
         Settings.from_env(env)
+
+
+# values a generic rule can't invent: each must pass the variable's own check
+_SAMPLES = {
+    "MONITOR_REDIS_URL": "redis://127.0.0.1:6390/3",
+    "CELERY_BROKER_URL": "amqp://guest:guest@127.0.0.1:5672//",
+    "MONITOR_QUEUES_BROKER_URL": "redis://127.0.0.1:6390/4",
+    "SLACK_WEBHOOK_URL": "https://hooks.slack.com/services/T0/B0/x",
+    "MONITOR_FLUSH_MODE": "inline",
+}
+# MONITOR_REDIS_CLUSTER needs a broker of its own: test_cluster_needs_its_own_broker_...
+_ALONE = sorted((n, v) for n, v in _ENV_OF_FIELD.items() if v != "MONITOR_REDIS_CLUSTER")
+
+
+def _documented_variables() -> set[str]:
+    readme = (Path(__file__).parents[1] / "README.md").read_text(encoding="utf-8")
+    section = readme.split("\n## Configuration\n")[1].split("\n## ")[0]
+    rows = (line.split("|")[1] for line in section.splitlines() if line.startswith("| `"))
+    return {name for cell in rows for name in re.findall(r"`([A-Z][A-Z0-9_]+)`", cell)}
+
+
+def test_readme_documents_every_variable_read() -> None:
+    assert _documented_variables() - {"XDG_DATA_HOME"} == set(_ENV_OF_FIELD.values())
+
+
+@pytest.mark.parametrize(("name", "variable"), _ALONE)
+def test_each_variable_sets_its_field(name: str, variable: str) -> None:
+    built_in = getattr(Settings(), name)
+    raw = _SAMPLES.get(variable)
+    if raw is not None:
+        want: object = raw
+    elif isinstance(built_in, bool):
+        raw, want = ("0", False) if built_in else ("1", True)
+    elif isinstance(built_in, int | float):
+        raw, want = str(built_in + 60), built_in + 60
+    elif isinstance(built_in, tuple):
+        raw, want = " a, b ,", ("a", "b")
+    elif isinstance(built_in, str):
+        raw, want = "other-", "other-"
+    else:
+        raw, want = '{"visibility_timeout": 7}', {"visibility_timeout": 7}
+    assert want != built_in
+    assert getattr(Settings.from_env({variable: raw}), name) == want
