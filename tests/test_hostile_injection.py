@@ -236,14 +236,18 @@ def _store_footprint(client: redis.Redis, prefix: str) -> tuple[int, int, int]:
     return len(keys), items, sum(int(m or 0) for m in got[1::2])
 
 
-def _distinct_endpoints(settings: Settings, n: int) -> tuple[dict[str, Any], dict[str, Any]]:
+def _distinct_endpoints(
+    settings: Settings, n: int, at: float
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``n`` endpoints tracked, stamped, aggregated and read at ``at``: whatever the clock
+    does meanwhile, every bucket written is the minute of ``at``."""
     monitor = MetricsMonitor(settings=settings)
     for i in range(n):
-        monitor.track_api_request(f"/e/{i}/", 0.1, 200)
+        monitor.track_api_request(f"/e/{i}/", 0.1, 200, timestamp=at)
     assert monitor.flush(timeout=30)
-    pending = monitor.get_metrics_summary()
-    monitor.aggregate()
-    aggregated = monitor.get_metrics_summary()
+    pending = monitor.get_metrics_summary(now=at)
+    monitor.aggregate(now=at)
+    aggregated = monitor.get_metrics_summary(now=at)
     monitor.close()
     return pending, aggregated
 
@@ -253,11 +257,12 @@ def test_100k_distinct_endpoints_stay_under_the_cap(
 ) -> None:
     cap = 500
     footprints = {}
+    at = (time.time() // 60 - 1) * 60 + 30  # the middle of the minute before this one
     for n in (1_000, 100_000):
         s = settings.with_overrides(
             key_prefix=f"{settings.key_prefix}{n}:", max_endpoints=cap, buffer_max=200_000
         )
-        pending, aggregated = _distinct_endpoints(s, n)
+        pending, aggregated = _distinct_endpoints(s, n, at)
         for summary in (pending, aggregated):
             api = summary["api"]
             assert len(api) <= cap + 1
