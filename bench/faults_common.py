@@ -46,6 +46,7 @@ from monitor_worker.keys import Keys, shard_of
 from monitor_worker.monitor import MetricsMonitor
 from monitor_worker.queues import check_queues
 from monitor_worker.store import Aggregator, connect, pending_count
+from monitor_worker.windows import ApiAcc, Window, bin_of
 
 FORK = mp.get_context("fork")
 VERBOSE = bool(os.environ.get("MONITOR_FAULTS_VERBOSE"))
@@ -1057,29 +1058,12 @@ def attempts_bound(span_s: float, backoff_s: float, max_backoff_s: float) -> int
 
 
 def _outage_summary(failing: Sequence[str], now: float) -> dict[str, Any]:
-    endpoints = {f"/api/out/{k}/" for k in range(64)}
-    api = {
-        ep: {
-            "total_requests": 100,
-            "error_count": 50 if ep in failing else 0,
-            "error_rate": 50.0 if ep in failing else 0.0,
-            "avg_response_time": 0.1,
-            "p95_response_time": 0.2,
-            "at_or_below_threshold": 100,
-        }
-        for ep in endpoints
-    }
-    return {
-        "timestamp": now,
-        "window_seconds": 3600,
-        "api": api,
-        "payments": {"failures_last_hour": 0, "by_reason": {}, "amount_total": 0},
-        "celery": {},
-        "queue_broker": None,
-        "pending_events": 0,
-        "dropped_events": {},
-        "endpoints_folded": 0,
-    }
+    """64 endpoints with 100 requests each in the window, half of them errors on ``failing``."""
+    window = Window()
+    for ep in (f"/api/out/{k}/" for k in range(64)):
+        errors = 50 if ep in failing else 0
+        window.api[ep] = ApiAcc(100, errors, 10.0, 100, {bin_of(0.1): 100})
+    return window.summary(now, 3600)
 
 
 def slack_outage(

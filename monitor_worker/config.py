@@ -281,11 +281,8 @@ def _check(s: Settings) -> None:
         "pending_threshold",
     )
     for name in positive_ints:
-        if getattr(s, name) < 1:
-            bad(name, "must be a whole number >= 1")
-    for name in positive_ints:
-        if getattr(s, name) > MAX_COUNT:
-            bad(name, f"must be at most {MAX_COUNT}")
+        if not 1 <= getattr(s, name) <= MAX_COUNT:
+            bad(name, f"must be a whole number >= 1 and at most {MAX_COUNT}")
     if not BUCKET_S <= s.window_s <= MAX_WINDOW_S:
         bad("window_s", f"must be between {BUCKET_S} and {MAX_WINDOW_S} (7 days)")
     positive_floats = (

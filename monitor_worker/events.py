@@ -128,6 +128,20 @@ def encode_chunk(lines: list[str]) -> bytes:
     return f"b|{len(lines)}\n{chr(10).join(lines)}".encode()
 
 
+def element_lines(element: bytes) -> list[bytes]:
+    """The event lines of one raw-list element: a chunk's lines, else the element itself."""
+    return element.split(b"\n")[1:] if element[:2] == b"b|" else [element]
+
+
+def element_count(element: bytes) -> int:
+    """Events in one raw-list element: a chunk's header count, else one."""
+    if element[:2] == b"b|":
+        head = element[2 : element.find(b"\n")]
+        if head.isdigit():
+            return int(head)
+    return 1
+
+
 def encode_api(ts: float, endpoint: str, response_time_s: float, status_code: int) -> bytes:
     """A single event as its own raw-list element (the aggregator reads both forms)."""
     return api_line(ts, escape_name(endpoint), response_time_s, status_code).encode()

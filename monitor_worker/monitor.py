@@ -136,19 +136,14 @@ class MetricsMonitor(Tracker):
             broker = queues.broker_status(client, settings)
         except REDIS_ERRORS as exc:
             raise MonitorError(describe_error(settings, exc)) from None
-        window = read.window
-        return {
-            "timestamp": at,
-            "window_seconds": settings.window_s,
-            "api": window.api_section(),
-            "payments": window.payments_section(),
-            "celery": celery,
-            "queue_broker": broker,
-            "pending_events": read.pending_events,
-            "pending_unread": read.pending_unread,
-            "dropped_events": window.dropped(),
-            "endpoints_folded": window.counters.get("folded", 0),
-        }
+        return read.window.summary(
+            at,
+            settings.window_s,
+            celery=celery,
+            queue_broker=broker,
+            pending_events=read.pending_events,
+            pending_unread=read.pending_unread,
+        )
 
     # -- work a worker does -----------------------------------------------------------------------
 

@@ -25,6 +25,7 @@ from redis.retry import Retry
 
 from . import scripts
 from .config import Settings, redact_url
+from .events import element_count
 from .keys import LEASE_MS, PUSH_DEDUPE_TTL_S, RAW_TTL_S, Keys, ShardKeys, bucket_ttl_s
 from .windows import (
     ApiAcc,
@@ -165,21 +166,18 @@ class DrainResult:
     held: str | None = None  # the batch claimed and left unapplied (``stop_after_claim``)
 
 
+def _acc_fields(acc: ApiAcc) -> list[Any]:
+    """An endpoint's statistics as APPLY reads them: count, errors, sum, at-or-below, bins."""
+    return [acc.count, acc.errors, repr(acc.sum_s), acc.at_or_below, format_bins(acc.bins)]
+
+
 def _records(delta: Delta, start: int) -> list[Any]:
     """APPLY's arguments: per-bucket records, then the api records of buckets from ``start``
     on summed per endpoint (the roll merges each endpoint's bins once per batch)."""
     api: list[Any] = []
     summed: dict[str, ApiAcc] = {}
     for (bucket, endpoint), acc in delta.api.items():
-        api += [
-            bucket,
-            endpoint,
-            acc.count,
-            acc.errors,
-            repr(acc.sum_s),
-            acc.at_or_below,
-            format_bins(acc.bins),
-        ]
+        api += [bucket, endpoint, *_acc_fields(acc)]
         if bucket >= start:
             total = summed.get(endpoint)
             if total is None:
@@ -193,14 +191,7 @@ def _records(delta: Delta, start: int) -> list[Any]:
         counters += [bucket, name, n]
     roll: list[Any] = []
     for endpoint, acc in summed.items():
-        roll += [
-            endpoint,
-            acc.count,
-            acc.errors,
-            repr(acc.sum_s),
-            acc.at_or_below,
-            format_bins(acc.bins),
-        ]
+        roll += [endpoint, *_acc_fields(acc)]
     counts = [len(delta.api), len(delta.pay), len(delta.counters), len(summed)]
     return [*counts, *api, *pay, *counters, *roll]
 
@@ -431,15 +422,6 @@ def read_heartbeats(client: Client, settings: Settings) -> dict[str, float | Non
     names = ("worker", "beat")
     values = client.mget([keys.heartbeat(n) for n in names])
     return {n: (float(v) if v is not None else None) for n, v in zip(names, values, strict=True)}
-
-
-def element_count(element: bytes) -> int:
-    """Events in one raw-list element: a chunk's header count, else one."""
-    if element[:2] == b"b|":
-        head = element[2 : element.find(b"\n")]
-        if head.isdigit():
-            return int(head)
-    return 1
 
 
 def pending_count(client: Client, settings: Settings) -> int:

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .config import BUCKET_S
-from .events import MAX_AMOUNT, MAX_RESPONSE_TIME_S
+from .events import MAX_AMOUNT, MAX_RESPONSE_TIME_S, element_lines
 
 log = logging.getLogger("monitor_worker.windows")
 
@@ -144,10 +144,7 @@ def fold(
     api = delta.api
     lines: list[bytes] = []
     for entry in entries:
-        if entry[:2] == b"b|":
-            lines.extend(entry.split(b"\n")[1:])
-        else:
-            lines.append(entry)
+        lines += element_lines(entry)
     names: dict[bytes, str | None] = {}
     log_, inv_log_gamma, ceil = math.log, 1.0 / LOG_GAMMA, math.ceil
     malformed = 0
@@ -337,6 +334,31 @@ class Window:
             "by_reason": {r: live[r].count for r in sorted(live, key=lambda r: -live[r].count)},
             "amount_total": _plain_number(total_amount),
             "amount_by_reason": {r: _plain_number(p.amount) for r, p in live.items()},
+        }
+
+    def summary(
+        self,
+        now: float,
+        window_s: int,
+        *,
+        celery: Mapping[str, Any] | None = None,
+        queue_broker: Mapping[str, Any] | None = None,
+        pending_events: int = 0,
+        pending_unread: int = 0,
+    ) -> dict[str, Any]:
+        """The ``get_metrics_summary`` document (its shape is in README.md) of this window,
+        ending at ``now``."""
+        return {
+            "timestamp": now,
+            "window_seconds": window_s,
+            "api": self.api_section(),
+            "payments": self.payments_section(),
+            "celery": dict(celery or {}),
+            "queue_broker": queue_broker,
+            "pending_events": pending_events,
+            "pending_unread": pending_unread,
+            "dropped_events": self.dropped(),
+            "endpoints_folded": self.counters.get("folded", 0),
         }
 
     def dropped(self) -> dict[str, int]:

@@ -1,10 +1,12 @@
-"""Small helpers shared by tests: polling with a deadline, reference statistics."""
+"""Small helpers shared by tests: polling with a deadline, summaries to feed the rules."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Any, TypeVar
+
+from monitor_worker.windows import Window
 
 T = TypeVar("T")
 
@@ -19,3 +21,23 @@ def wait_for(predicate: Callable[[], T], timeout: float = 10.0, interval: float 
         time.sleep(interval)
         value = predicate()
     return value
+
+
+def endpoint_stats(
+    total: int = 100, errors: int = 0, fast: int | None = None, p95: float = 0.2
+) -> dict[str, Any]:
+    """One endpoint's entry of a summary's ``api``; ``fast`` requests at or below the
+    threshold (default: all)."""
+    return {
+        "total_requests": total,
+        "error_count": errors,
+        "error_rate": 100.0 * errors / total if total else 0.0,
+        "avg_response_time": 0.1,
+        "p95_response_time": p95,
+        "at_or_below_threshold": total if fast is None else fast,
+    }
+
+
+def summary(now: float, **parts: Any) -> dict[str, Any]:
+    """An empty window's summary ending at ``now``, with ``parts`` replacing its sections."""
+    return Window().summary(now, 3600) | parts

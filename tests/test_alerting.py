@@ -19,6 +19,8 @@ from werkzeug import Request, Response
 
 from monitor_worker import alerting, throttle
 from monitor_worker.config import Settings
+from tests import helpers
+from tests.helpers import endpoint_stats
 
 T0 = 1_700_000_000.0
 SECRET = "XqZ7secretTOKEN42"
@@ -28,31 +30,11 @@ FAST = {"backoff_s": 0.05, "pace_s": 0.01}
 
 
 def api(errors: dict[str, int], total: int = 100) -> dict[str, dict[str, Any]]:
-    return {
-        endpoint: {
-            "total_requests": total,
-            "error_count": count,
-            "error_rate": 100.0 * count / total,
-            "avg_response_time": 0.1,
-            "p95_response_time": 0.2,
-            "at_or_below_threshold": total,
-        }
-        for endpoint, count in errors.items()
-    }
+    return {endpoint: endpoint_stats(total, count) for endpoint, count in errors.items()}
 
 
 def summary(endpoints: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
-    return {
-        "timestamp": T0,
-        "window_seconds": 3600,
-        "api": endpoints or {},
-        "payments": {"failures_last_hour": 0, "by_reason": {}, "amount_total": 0},
-        "celery": {},
-        "queue_broker": None,
-        "pending_events": 0,
-        "dropped_events": {},
-        "endpoints_folded": 0,
-    }
+    return helpers.summary(T0, api=endpoints or {})
 
 
 FIRING = summary(api({"/api/x/": 50}))

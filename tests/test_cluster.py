@@ -27,6 +27,7 @@ from monitor_worker.monitor import MetricsMonitor
 from monitor_worker.store import Aggregator, Client, connect, pending_count, record_heartbeat
 from monitor_worker.windows import bucket_of, window_start
 
+from . import helpers
 from .cluster import LocalCluster
 from .conftest import free_port
 
@@ -263,26 +264,7 @@ def test_summary_of_an_unreachable_cluster_raises_monitor_error() -> None:
 
 T0 = 1_700_000_000.0
 KEY = "error_rate:/api/x/"
-FIRING = {
-    "timestamp": T0,
-    "window_seconds": 3600,
-    "api": {
-        "/api/x/": {
-            "total_requests": 100,
-            "error_count": 50,
-            "error_rate": 50.0,
-            "avg_response_time": 0.1,
-            "p95_response_time": 0.2,
-            "at_or_below_threshold": 100,
-        }
-    },
-    "payments": {"failures_last_hour": 0, "by_reason": {}, "amount_total": 0},
-    "celery": {},
-    "queue_broker": None,
-    "pending_events": 0,
-    "dropped_events": {},
-    "endpoints_folded": 0,
-}
+FIRING = helpers.summary(T0, api={"/api/x/": helpers.endpoint_stats(errors=50)})
 
 
 def _check_in_child(settings: Settings, barrier: Any, results: Any) -> None:

@@ -8,20 +8,11 @@ import pytest
 
 from monitor_worker.config import Settings
 from monitor_worker.rules import FIRING, INSUFFICIENT, NO_TRAFFIC, OK, RuleResult, evaluate
+from tests import helpers
+from tests.helpers import endpoint_stats as endpoint
 
 NOW = 1_700_000_000.0
 SETTINGS = Settings()
-
-
-def endpoint(total: int = 100, errors: int = 0, fast: int | None = None, p95: float = 0.2) -> dict:
-    return {
-        "total_requests": total,
-        "error_count": errors,
-        "error_rate": 100.0 * errors / total if total else 0.0,
-        "avg_response_time": 0.1,
-        "p95_response_time": p95,
-        "at_or_below_threshold": total if fast is None else fast,
-    }
 
 
 def queue(length: int = 0, growing: bool = False, growth: float | None = None) -> dict:
@@ -36,24 +27,7 @@ def queue(length: int = 0, growing: bool = False, growth: float | None = None) -
 
 
 def summary(**parts: Any) -> dict[str, Any]:
-    base: dict[str, Any] = {
-        "timestamp": NOW,
-        "window_seconds": 3600,
-        "api": {},
-        "payments": {
-            "failures_last_hour": 0,
-            "by_reason": {},
-            "amount_total": 0,
-            "amount_by_reason": {},
-        },
-        "celery": {},
-        "queue_broker": None,
-        "pending_events": 0,
-        "dropped_events": {},
-        "endpoints_folded": 0,
-    }
-    base.update(parts)
-    return base
+    return helpers.summary(NOW, **parts)
 
 
 def payments(failures: int) -> dict[str, Any]:
