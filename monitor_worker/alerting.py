@@ -22,9 +22,9 @@ import redis
 import requests
 
 from . import rules, slack, throttle
-from .config import Settings, redact_webhook
+from .config import Settings, parse_duration, redact_webhook
 from .errors import SlackDeliveryError
-from .throttle import Entry, add_silence, list_silences, parse_duration, remove_silence
+from .throttle import Entry, add_silence, list_silences, remove_silence
 
 __all__ = [
     "add_silence",

@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from .config import Settings, redact_url, redact_webhook, state_dir
+from .config import Settings, parse_duration, redact_url, redact_webhook, state_dir
 from .errors import MonitorError, QueueInspectionError
 from .monitor import MetricsMonitor
 from .report import format_summary
@@ -146,7 +146,7 @@ def cmd_silence(args: argparse.Namespace) -> int:
     from . import throttle
 
     monitor = _monitor()
-    duration = throttle.parse_duration(args.duration)
+    duration = parse_duration(args.duration)
     throttle.add_silence(
         monitor.store(), monitor.settings, args.key, duration, args.reason or "", time.time()
     )
@@ -227,6 +227,51 @@ def cmd_aggregate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_history(args: argparse.Namespace) -> int:
+    from .report import format_history
+
+    monitor = _monitor()
+    if args.action == "migrate":
+        return _migrate(monitor)
+    now = time.time()
+    since = _time_arg(args.since, now, "--since", parse_duration)
+    until = None if args.until is None else _time_arg(args.until, now, "--until", parse_duration)
+    history = monitor.get_history(since, until, step=args.step, endpoint=args.endpoint, now=now)
+    if args.json:
+        _json(history)
+    else:
+        sys.stdout.write(format_history(history))
+    return 0
+
+
+def _time_arg(text: str, now: float, name: str, parse: Callable[[str], float]) -> float:
+    """A duration ago (``24h``, ``7d``) or, as a bare number, unix seconds."""
+    try:
+        return float(text) if text.strip().replace(".", "", 1).isdigit() else now - parse(text)
+    except ValueError:
+        raise ValueError(
+            f"{name} must be a duration ago (90m, 24h, 7d) or unix seconds (got {text!r})"
+        ) from None
+
+
+def _migrate(monitor: MetricsMonitor) -> int:
+    settings = monitor.settings
+    if not settings.history_url:
+        sys.stdout.write(
+            "history is kept in the metrics store (Redis): nothing to migrate; set "
+            "MONITOR_HISTORY_URL=postgresql://... to keep it in PostgreSQL\n"
+        )
+        return 0
+    from .history.postgres import migrate
+
+    applied = migrate(settings)
+    if applied:
+        sys.stdout.write(f"applied migrations {', '.join(map(str, applied))}\n")
+    else:
+        sys.stdout.write("the history schema is up to date\n")
+    return 0
+
+
 # -- plumbing -----------------------------------------------------------------------------------
 
 
@@ -270,6 +315,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("health", cmd_health, "heartbeats, backlog and outbox (exit 1 when unhealthy)")
     p.add_argument("--json", action="store_true")
     add("aggregate", cmd_aggregate, "drain pending events into the window now")
+    p = add("history", cmd_history, "archived minutes, hours and days; 'migrate' the schema")
+    p.add_argument("action", nargs="?", choices=["show", "migrate"], default="show")
+    p.add_argument("--since", default="24h", help="a duration ago (24h, 7d) or unix seconds")
+    p.add_argument("--until", default=None, help="a duration ago or unix seconds (default: now)")
+    p.add_argument("--step", default="1h", help="1m, 1h, 6h or 1d (default 1h)")
+    p.add_argument("--endpoint", default=None, help="only this endpoint in the api section")
+    p.add_argument("--json", action="store_true")
     return parser
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import stat
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, replace
@@ -19,13 +20,31 @@ from typing import Any, NoReturn, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 from .errors import ConfigError
+from .keys import bucket_ttl_s
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 BUCKET_S = 60  # time-bucket width; the window is a whole number of buckets
 MAX_WINDOW_S = 7 * 86400  # also the longest interval or timeout accepted
 MAX_COUNT = 10**9  # the largest count-like setting accepted
+DAY_S = 86400
+MAX_RETENTION_S = 3650 * DAY_S
 
 T = TypeVar("T")
+Seconds = float  # a duration read as "30s", "15m", "2h", "1d" or a bare number of seconds
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
+_UNIT_S = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(text: str) -> float:
+    """Seconds in ``"30s"``, ``"15m"``, ``"2h"`` or ``"1d"`` (a bare number is seconds)."""
+    match = _DURATION.match(text) if isinstance(text, str) else None
+    seconds = float(match.group(1)) * _UNIT_S[match.group(2)] if match else 0.0
+    if not seconds > 0:
+        raise ValueError(
+            f"duration: expected a number and a unit s, m, h or d (30s, 15m, 2h, 1d), got {text!r}"
+        )
+    return seconds
 
 
 def redact_url(url: str | None) -> str:
@@ -129,6 +148,11 @@ class Settings:
     queue_growth_checks: int = 3
     queue_growth_min: int = 20
     pending_threshold: int = 100_000
+    archive_interval_s: float = 60.0
+    history_url: str = ""
+    # 0: the history store's own default (see history_retention)
+    history_minutes_retention_s: Seconds = 0.0
+    history_hours_retention_s: Seconds = 0.0
 
     def __post_init__(self) -> None:
         _check(self)
@@ -137,7 +161,7 @@ class Settings:
         shown = []
         for f in fields(self):
             value = getattr(self, f.name)
-            if f.name in ("redis_url", "broker_url", "queues_broker_url"):
+            if f.name in ("redis_url", "broker_url", "queues_broker_url", "history_url"):
                 value = redact_url(value)
             elif f.name == "slack_webhook_url":
                 value = redact_webhook(value)
@@ -147,6 +171,19 @@ class Settings:
     @property
     def window_buckets(self) -> int:
         return math.ceil(self.window_s / BUCKET_S)
+
+    @property
+    def history_retention(self) -> tuple[float, float]:
+        """(minute rows, hour and day rows) kept, in seconds: the variables, or the store's
+        defaults (Redis 24 h and 7 d, PostgreSQL 7 d and 90 d)."""
+        minutes, hours = (7 * DAY_S, 90 * DAY_S) if self.history_url else (DAY_S, 7 * DAY_S)
+        minutes_s = self.history_minutes_retention_s or float(max(minutes, self.bucket_life_s))
+        return minutes_s, self.history_hours_retention_s or float(max(hours, minutes_s))
+
+    @property
+    def bucket_life_s(self) -> int:
+        """How long a minute bucket lives after its last write (2 x window + 600 s)."""
+        return bucket_ttl_s(self.window_s)
 
     @property
     def inspected_broker_url(self) -> str:
@@ -234,6 +271,10 @@ _ENV_OF_FIELD = {
     "queue_growth_checks": "MONITOR_QUEUE_GROWTH_CHECKS",
     "queue_growth_min": "MONITOR_QUEUE_GROWTH_MIN",
     "pending_threshold": "MONITOR_PENDING_THRESHOLD",
+    "archive_interval_s": "MONITOR_ARCHIVE_INTERVAL",
+    "history_url": "MONITOR_HISTORY_URL",
+    "history_minutes_retention_s": "MONITOR_HISTORY_MINUTES_RETENTION",
+    "history_hours_retention_s": "MONITOR_HISTORY_HOURS_RETENTION",
 }
 
 
@@ -294,6 +335,7 @@ def _check(s: Settings) -> None:
         "delivery_max_age_s",
         "check_delivery_timeout_s",
         "slack_timeout_s",
+        "archive_interval_s",
     )
     for name in positive_floats:
         value = getattr(s, name)
@@ -322,6 +364,21 @@ def _check(s: Settings) -> None:
         bad("slack_webhook_url", "must be an http(s) URL")
     if not s.queues:
         bad("queues", "must name at least one queue")
+    if s.history_url and scheme("history_url") not in ("postgresql", "postgres"):
+        bad("history_url", "must be a postgresql:// URL (unset: history in the metrics store)")
+    for name in ("history_minutes_retention_s", "history_hours_retention_s"):
+        value = getattr(s, name)
+        if not (math.isfinite(value) and 0 <= value <= MAX_RETENTION_S):
+            bad(name, "must be a duration such as 24h, 7d or 90d, at most 3650d")
+    minutes_s, hours_s = s.history_retention
+    if minutes_s < s.bucket_life_s:
+        bad(
+            "history_minutes_retention_s",
+            "must be at least the minute buckets' lifetime (2 x MONITOR_WINDOW_SECONDS + 600 s), "
+            "so a late flush can still be merged",
+        )
+    if hours_s < minutes_s:
+        bad("history_hours_retention_s", "must be at least MONITOR_HISTORY_MINUTES_RETENTION")
     if s.redis_cluster:
         if s.broker_url == s.redis_url:
             bad(
@@ -384,6 +441,9 @@ class _Reader:
 
         return self._get(name, default, parse, "one of 1/0, true/false, yes/no, on/off")
 
+    def duration(self, name: str, default: float) -> float:
+        return self._get(name, default, parse_duration, "a duration such as 90s, 30m, 24h or 7d")
+
     def csv(self, name: str, default: tuple[str, ...]) -> tuple[str, ...]:
         def parse(raw: str) -> tuple[str, ...]:
             return tuple(part.strip() for part in raw.split(",") if part.strip())
@@ -408,4 +468,5 @@ _READER_OF_TYPE: dict[str, Callable[[_Reader, str, Any], Any]] = {
     "str": _Reader.text,
     "tuple[str, ...]": _Reader.csv,
     "Mapping[str, Any]": _Reader.json_object,
+    "Seconds": _Reader.duration,
 }

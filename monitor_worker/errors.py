@@ -22,3 +22,8 @@ class SlackDeliveryError(MonitorError):
 
 class QueueInspectionError(MonitorError):
     """The broker whose queues are inspected could not be reached or answered badly."""
+
+
+class HistoryStoreError(MonitorError):
+    """The history store (PostgreSQL) is unreachable or refused a command; the message never
+    shows a password."""

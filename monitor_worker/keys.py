@@ -11,11 +11,21 @@ the Redis Cluster hash tag ``{s<n>}`` so one Lua script or MULTI touches one slo
     P{s3}:m:<minute>          hash   one minute bucket of the shard's endpoints and reasons
     P{s3}:roll                hash   the same fields summed over the current window
     P{s3}:stats               hash   events queued in raw; trimmed events not yet in a bucket
+    P{s3}:dirty               hash   minute -> writes to its bucket since the archive read it
     P{meta}:endpoints         set    admitted endpoints (cardinality cap)
     P{meta}:reasons           set    admitted payment-failure reasons
     P{alerts}:...             alert state, outbox, silences (see throttle.py)
     P{queues}:...             queue samples (see queues.py)
     P{meta}:heartbeat:<who>   string last time a worker/beat was seen
+
+History in Redis (history/redis_store.py), one hash tag per source shard ``{h<n>}``; ``k``
+is a kind's letter, ``t`` the start (unix s) of the period; every field is a name::
+
+    P{h3}:m:<k>:<hour t>      hash   the minute rows of that hour (packed, history/rollup.py)
+    P{h3}:mb:<k>:<minute t>   hash   a minute's sketch bins, while its bucket may still change
+    P{h3}:h:<k>:<hour t>      hash   hour rows, with their bins
+    P{h3}:d:<k>:<day t>       hash   day rows, with their bins
+    P{hmeta}:gaps             zset   minutes lost before they were archived ("t0:t1" by t0)
 """
 
 from __future__ import annotations
@@ -72,6 +82,25 @@ class ShardKeys:
     def minute(self, minute: int) -> str:
         return f"{self.base}m:{minute}"
 
+    @property
+    def dirty(self) -> str:
+        return self.base + "dirty"
+
+
+@dataclass(frozen=True)
+class HistoryKeys:
+    """History keys of one source shard (``level`` is m, mb, h or d; see the layout above)."""
+
+    prefix: str
+    src: int
+
+    @property
+    def base(self) -> str:
+        return f"{self.prefix}{{h{self.src}}}:"
+
+    def rows(self, level: str, kind: str, t: int) -> str:
+        return f"{self.base}{level}:{kind}:{t}"
+
 
 @dataclass(frozen=True)
 class Keys:
@@ -93,6 +122,13 @@ class Keys:
     @property
     def reasons(self) -> str:
         return f"{self.prefix}{{meta}}:reasons"
+
+    def history(self, src: int) -> HistoryKeys:
+        return HistoryKeys(self.prefix, src)
+
+    @property
+    def history_gaps(self) -> str:
+        return f"{self.prefix}{{hmeta}}:gaps"
 
     def heartbeat(self, who: str) -> str:
         return f"{self.prefix}{{meta}}:heartbeat:{who}"

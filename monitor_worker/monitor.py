@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .config import Settings
 from .errors import MonitorError
 from .store import REDIS_ERRORS, Aggregator, Client, DrainResult, connect, describe_error
 from .store import read_window as _read_window
 from .tracking import Tracker
+
+if TYPE_CHECKING:
+    from .history import ArchiveResult, HistoryStore
 
 # seed attribute -> Settings field (environment variable: MONITOR_<attribute>)
 _THRESHOLDS = {
@@ -75,6 +78,7 @@ class MetricsMonitor(Tracker):
         self._loaded_settings: Settings | None = None
         self._given_client = redis
         self._store_clients: dict[int, Client] = {}
+        self._history_stores: dict[int, HistoryStore] = {}
         super().__init__(lambda: self.settings, client=redis)
 
     def __repr__(self) -> str:
@@ -110,7 +114,43 @@ class MetricsMonitor(Tracker):
             self._store_clients = {pid: client}
         return client
 
+    def history_store(self) -> HistoryStore:
+        """The history store (one per process): PostgreSQL when ``MONITOR_HISTORY_URL`` is set,
+        else the metrics store. Opens no connection until used."""
+        from .history import open_store
+
+        pid = os.getpid()
+        found = self._history_stores.get(pid)
+        if found is None:
+            found = open_store(self.settings, self.store())
+            self._history_stores = {pid: found}
+        return found
+
     # -- reading --------------------------------------------------------------------------------
+
+    def get_history(
+        self,
+        since: float,
+        until: float | None = None,
+        *,
+        step: str = "1h",
+        endpoint: str | None = None,
+        now: float | None = None,
+    ) -> dict[str, Any]:
+        """Archived statistics from ``since`` to ``until`` (unix seconds; default now) in
+        steps of ``1m``, ``1h``, ``6h`` or ``1d``, each row's ``t`` the start of its step
+        (UTC). ``endpoint`` keeps only that endpoint in ``api``.
+
+        Returns ``{"step_seconds", "gaps", "api", "payments", "celery"}`` (see README.md).
+        Raises ValueError for a bad argument (a ``1m`` step older than minute rows are kept
+        included) and MonitorError (HistoryStoreError) when a store is unreachable.
+        """
+        from .history import query
+
+        try:
+            return query(self.history_store(), since, until, step=step, endpoint=endpoint, now=now)
+        except REDIS_ERRORS as exc:
+            raise MonitorError(describe_error(self.settings, exc)) from None
 
     def get_metrics_summary(
         self, now: float | None = None, *, extra_queues: tuple[str, ...] = ()
@@ -156,6 +196,19 @@ class MetricsMonitor(Tracker):
         """Drain raw events into buckets (what the ``monitor_worker.aggregate`` task runs)."""
         try:
             return Aggregator(self.store(), self.settings).drain(shards, now=now, budget_s=budget_s)
+        except REDIS_ERRORS as exc:
+            raise MonitorError(describe_error(self.settings, exc)) from None
+
+    def archive(self, now: float | None = None, budget_s: float | None = None) -> ArchiveResult:
+        """Archive closed minutes into history (what the ``monitor_worker.archive`` task runs).
+
+        Raises MonitorError when the metrics or the history store is unreachable; what was
+        not archived stays marked and is archived by the next run."""
+        from .history import Archiver
+
+        try:
+            archiver = Archiver(self.store(), self.settings, self.history_store())
+            return archiver.run(now, budget_s=budget_s)
         except REDIS_ERRORS as exc:
             raise MonitorError(describe_error(self.settings, exc)) from None
 

@@ -314,15 +314,8 @@ def queue_report(client: redis.Redis, settings: Settings, now: float) -> dict[st
     ``{queue: {'length', 'exists', 'checked_at', 'age_s', 'growth_per_minute',
     'drain_eta_seconds', 'growing', 'priorities'}}``; see broker_status for the broker.
     """
-    keys = Keys(settings.key_prefix, settings.shards)
-    names = list(dict.fromkeys(settings.queues))
-    with client.pipeline(transaction=False) as pipe:
-        for name in names:
-            pipe.zrange(keys.queue_samples(name), 0, -1)
-        replies = pipe.execute()
     report: dict[str, Any] = {}
-    for name, members in zip(names, replies, strict=True):
-        samples = sorted((_sample(m) for m in members), key=lambda s: float(s["t"]))
+    for name, samples in read_samples(client, settings, settings.queues).items():
         if not samples:
             continue
         latest = samples[-1]
@@ -339,6 +332,22 @@ def queue_report(client: redis.Redis, settings: Settings, now: float) -> dict[st
             "priorities": dict(latest.get("p") or {}),
         }
     return report
+
+
+def read_samples(
+    client: redis.Redis, settings: Settings, names: Sequence[str]
+) -> dict[str, list[dict[str, Any]]]:
+    """The samples kept of each queue, oldest first: ``{"t", "n", "e", "p"}`` each."""
+    keys = Keys(settings.key_prefix, settings.shards)
+    names = list(dict.fromkeys(names))
+    with client.pipeline(transaction=False) as pipe:
+        for name in names:
+            pipe.zrange(keys.queue_samples(name), 0, -1)
+        replies = pipe.execute()
+    return {
+        name: sorted((_sample(m) for m in members), key=lambda s: float(s["t"]))
+        for name, members in zip(names, replies, strict=True)
+    }
 
 
 def _sample(member: bytes | str) -> dict[str, Any]:

@@ -13,7 +13,14 @@ TASK_AGGREGATE = "monitor_worker.aggregate"
 TASK_CHECK_ALERTS = "monitor_worker.check_alerts"
 TASK_CHECK_QUEUES = "monitor_worker.check_queues"
 TASK_DELIVER_ALERTS = "monitor_worker.deliver_alerts"
-TASK_NAMES = (TASK_AGGREGATE, TASK_CHECK_ALERTS, TASK_CHECK_QUEUES, TASK_DELIVER_ALERTS)
+TASK_ARCHIVE = "monitor_worker.archive"
+TASK_NAMES = (
+    TASK_AGGREGATE,
+    TASK_CHECK_ALERTS,
+    TASK_CHECK_QUEUES,
+    TASK_DELIVER_ALERTS,
+    TASK_ARCHIVE,
+)
 
 
 def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
@@ -28,6 +35,7 @@ def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
         "monitor-check-alerts": every(TASK_CHECK_ALERTS, settings.check_interval_s),
         "monitor-check-queues": every(TASK_CHECK_QUEUES, settings.queue_check_interval_s),
         "monitor-deliver-alerts": every(TASK_DELIVER_ALERTS, settings.deliver_interval_s),
+        "monitor-archive": every(TASK_ARCHIVE, settings.archive_interval_s),
     }
 
 

@@ -163,6 +163,7 @@ return out
 #       (endpoint, count, errors, sum_s, at_or_below, bins: the api records of buckets from
 #       the window start on, summed per endpoint, so the roll's bins are merged once each).
 # Invariant: roll = sum of the buckets from roll._:start on.
+# Every bucket written is marked in the shard's dirty hash (minute -> writes) for the archive.
 # Guarantees: all of a batch or none of it is counted, and the batch list is deleted in the
 # same step, so a batch is applied at most once even when a retried call or a second
 # aggregator applies it again (the second call finds no batch and returns 0).
@@ -241,7 +242,7 @@ local summed = (rs == start)
 local touched = {}
 local function add(b, f, v, kind, to_roll)
   local bkey = base .. 'm:' .. b
-  touched[bkey] = true
+  touched[bkey] = b
   local targets = {bkey}
   if to_roll and b >= rs then targets[2] = roll end
   for _, k in ipairs(targets) do
@@ -292,12 +293,75 @@ if trimmed and tonumber(trimmed) > 0 then
   redis.call('HINCRBY', KEYS[4], 'trimmed', -tonumber(trimmed))
   add(nowb, 'x:trimmed', trimmed, 'i', true)
 end
-for k in pairs(touched) do redis.call('EXPIRE', k, ttl) end
+-- Each written bucket is marked dirty for the archive (history), which clears the mark only
+-- if no write came after its read. The marks outlive the buckets (as long as raw lists,
+-- keys.RAW_TTL_S), so a bucket that expired unarchived is reported as a gap.
+local dirty = base .. 'dirty'
+for k, b in pairs(touched) do
+  redis.call('EXPIRE', k, ttl)
+  redis.call('HINCRBY', dirty, b, 1)
+end
+if next(touched) then redis.call('EXPIRE', dirty, 604800) end
 redis.call('EXPIRE', roll, ttl)
 if ARGV[2] ~= '' then
   redis.call('DEL', KEYS[1])
   redis.call('ZREM', KEYS[2], ARGV[2])
   redis.call('HDEL', KEYS[5], ARGV[2])
+end
+return 1
+"""
+
+# Read minute buckets for the archive, with their dirty marks, in one atomic step.
+# KEYS: dirty hash. ARGV: shard key base, minutes...
+# Returns per minute {mark, bucket fields (HGETALL)}; a mark without a bucket is a bucket that
+# expired before it was archived. Guarantees: each mark is exactly the writes seen in its
+# bucket's fields, so clearing it only if unchanged (UNMARK) never drops a later write.
+SNAPSHOT = """
+local out = {}
+for i = 2, #ARGV do
+  out[#out + 1] = redis.call('HGET', KEYS[1], ARGV[i]) or '0'
+  out[#out + 1] = redis.call('HGETALL', ARGV[1] .. 'm:' .. ARGV[i])
+end
+return out
+"""
+
+# Clear archived dirty marks. KEYS: dirty hash. ARGV: (minute, mark read with the bucket)...
+# Guarantees: a mark that changed since the read (a late write) stays, so it is archived again.
+UNMARK = """
+local n = 0
+for i = 1, #ARGV, 2 do
+  if redis.call('HGET', KEYS[1], ARGV[i]) == ARGV[i + 1] then
+    redis.call('HDEL', KEYS[1], ARGV[i])
+    n = n + 1
+  end
+end
+return n
+"""
+
+# Write history rows if none changed since they were read (optimistic, like WATCH, but one
+# script so it runs on Redis Cluster: every key carries one {h<n>} hash tag).
+# KEYS: hashes written. ARGV: count, then per field: key index, field, '1' if it existed when
+# read (else '0'), the value read, the new value, expire-at (unix s).
+# Guarantees: either every field still holds what the caller read and all are written, or
+# nothing is written (returns 0) and the caller reads and merges again.
+HISTORY_CAS = """
+local n = tonumber(ARGV[1])
+local i = 2
+for _ = 1, n do
+  local cur = redis.call('HGET', KEYS[tonumber(ARGV[i])], ARGV[i + 1])
+  if ARGV[i + 2] == '0' then
+    if cur then return 0 end
+  elseif cur ~= ARGV[i + 3] then
+    return 0
+  end
+  i = i + 6
+end
+i = 2
+for _ = 1, n do
+  local key = KEYS[tonumber(ARGV[i])]
+  redis.call('HSET', key, ARGV[i + 1], ARGV[i + 4])
+  redis.call('EXPIREAT', key, ARGV[i + 5])
+  i = i + 6
 end
 return 1
 """

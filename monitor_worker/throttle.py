@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import json
 import math
-import re
 import time
 import uuid
 from collections.abc import Callable
@@ -37,6 +36,7 @@ from typing import Any, cast
 import redis
 
 from .config import Settings
+from .config import parse_duration as parse_duration
 from .keys import Keys
 from .slack import Notice
 
@@ -395,20 +395,6 @@ def hold_pace(client: redis.Redis, settings: Settings, *, seconds: float) -> Non
 
 
 # ---- silences -------------------------------------------------------------------------------
-
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
-_UNIT_S = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
-
-
-def parse_duration(text: str) -> float:
-    """Seconds in ``"30s"``, ``"15m"``, ``"2h"`` or ``"1d"`` (a bare number is seconds)."""
-    match = _DURATION.match(text) if isinstance(text, str) else None
-    seconds = float(match.group(1)) * _UNIT_S[match.group(2)] if match else 0.0
-    if not seconds > 0:
-        raise ValueError(
-            f"duration: expected a number and a unit s, m, h or d (30s, 15m, 2h, 1d), got {text!r}"
-        )
-    return seconds
 
 
 def silence_matches(pattern: str, key: str) -> bool:

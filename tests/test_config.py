@@ -114,6 +114,12 @@ _SAMPLES = {
     "MONITOR_QUEUES_BROKER_URL": "redis://127.0.0.1:6390/4",
     "SLACK_WEBHOOK_URL": "https://hooks.slack.com/services/T0/B0/x",
     "MONITOR_FLUSH_MODE": "inline",
+    "MONITOR_HISTORY_URL": "postgresql://mw:pw@127.0.0.1:5432/metrics",
+}
+# durations, with the seconds each means
+_DURATIONS = {
+    "MONITOR_HISTORY_MINUTES_RETENTION": ("2d", 2 * 86400.0),
+    "MONITOR_HISTORY_HOURS_RETENTION": ("30d", 30 * 86400.0),
 }
 # MONITOR_REDIS_CLUSTER needs a broker of its own: test_cluster_needs_its_own_broker_...
 _ALONE = sorted((n, v) for n, v in _ENV_OF_FIELD.items() if v != "MONITOR_REDIS_CLUSTER")
@@ -136,6 +142,8 @@ def test_each_variable_sets_its_field(name: str, variable: str) -> None:
     raw = _SAMPLES.get(variable)
     if raw is not None:
         want: object = raw
+    elif variable in _DURATIONS:
+        raw, want = _DURATIONS[variable]
     elif isinstance(built_in, bool):
         raw, want = ("0", False) if built_in else ("1", True)
     elif isinstance(built_in, int | float):

@@ -30,6 +30,7 @@ BAD_BY_READER = {
     "number": ["fast", "nan", "inf", "-inf", "1e400", "1,5"],
     "flag": ["maybe", "2", "y"],
     "json_object": ["[1]", '"x"', "{", "null", "[" * 100_000],
+    "duration": ["fast", "1w", "-1", "0", "0s", "nan", "1e400", "2 days"],
 }
 # ... and for text variables, a value bad for what they hold.
 BAD_TEXT = {
@@ -40,6 +41,7 @@ BAD_TEXT = {
     "MONITOR_KEY_PREFIX": ["a{b", "a}b", "{s1}"],
     "MONITOR_FLUSH_MODE": ["sometimes", "Thread"],
     "MONITOR_QUEUES": [",", " , , "],
+    "MONITOR_HISTORY_URL": ["ftp://x", "mysql://h/db", "redis://h/0", "postgresql://[x"],
 }
 # Free text: every value is acceptable.
 FREE_TEXT = {
@@ -54,6 +56,8 @@ OUT_OF_RANGE = {
     "MONITOR_ERROR_STATUS_MIN": ["99", "600"],
     "MONITOR_WINDOW_SECONDS": ["59", str(10**20)],
     "MONITOR_AGGREGATE_BATCH": [str(2**63)],
+    "MONITOR_HISTORY_MINUTES_RETENTION": ["1h", "4000d"],
+    "MONITOR_HISTORY_HOURS_RETENTION": ["1h", "4000d"],
 }
 
 
@@ -61,7 +65,7 @@ def _cases() -> list[tuple[str, str]]:
     cases = []
     for name, reader in sorted(VARIABLES.items()):
         values = BAD_BY_READER.get(reader, []) + BAD_TEXT.get(name, [])
-        if reader in ("integer", "number"):
+        if reader in ("integer", "number", "duration"):
             values = [*values, "-1", *OUT_OF_RANGE.get(name, [])]
         cases += [(name, value) for value in values]
     return cases

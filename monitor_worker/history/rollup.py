@@ -1,0 +1,394 @@
+"""Pure roll-up maths of the history: rows, the kinds table, the compact bin encoding,
+merging a minute's new snapshot into its minute, hour and day rows, and shaping queries.
+
+Three levels are kept: minute rows (``m``), hour rows (``h``) and day rows (``d``), each
+``(kind, name, t)`` with ``t`` the start of its period (UTC). Counter kinds (``merge="sum"``)
+keep count ``n``, errors ``e`` and a sum ``s``; a minute row also keeps its P95 ``v``, and
+hour and day rows keep the sketch bins, so any longer step merges bins (a P95 of a day is
+never an average of P95s). Gauge kinds keep a maximum ``n`` and the last value ``e`` sampled
+at ``s``.
+
+Exactly once: a minute bucket only grows, so its count is a version. A snapshot newer than
+the stored minute row replaces it, and the difference (new - stored) is added to the hour
+and the day, in one atomic step of the store. The stored minute row keeps its bins as long
+as its bucket can still change, so the difference of the bins is known too.
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+from array import array
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..windows import ZERO_BIN, Window, quantile
+
+MINUTE_S = 60
+HOUR_S = 3600
+DAY_S = 86400
+STEPS = {"1m": MINUTE_S, "1h": HOUR_S, "6h": 6 * HOUR_S, "1d": DAY_S}
+LEVEL_OF_STEP = {"1m": "m", "1h": "h", "6h": "h", "1d": "d"}
+LEVEL_S = {"m": MINUTE_S, "h": HOUR_S, "d": DAY_S}
+
+
+@dataclass
+class Row:
+    """One kind's statistics of one name over one period (see the module docstring)."""
+
+    n: int = 0
+    e: int = 0
+    s: float = 0.0
+    v: float | None = None
+    bins: dict[int, int] | None = None
+
+    def add(self, other: Row, sign: int = 1) -> None:
+        self.n += sign * other.n
+        self.e += sign * other.e
+        self.s += sign * other.s
+        if other.bins:
+            bins = self.bins if self.bins is not None else {}
+            for i, c in other.bins.items():
+                total = bins.get(i, 0) + sign * c
+                if total:
+                    bins[i] = total
+                else:
+                    bins.pop(i, None)
+            self.bins = bins
+
+
+RowKey = tuple[str, str, str, int]  # (level, kind code, name, t)
+Snapshot = tuple[str, str, int, Row]  # (kind code, name, minute start t, row)
+
+
+# -- the kinds table ---------------------------------------------------------------------------
+
+
+def _api_rows(window: Window) -> dict[str, Row]:
+    return {
+        name: Row(acc.count, acc.errors, acc.sum_s, None, {i: c for i, c in acc.bins.items() if c})
+        for name, acc in window.api.items()
+        if acc.count > 0
+    }
+
+
+def _payment_rows(window: Window) -> dict[str, Row]:
+    return {name: Row(p.count, 0, p.amount) for name, p in window.pay.items() if p.count > 0}
+
+
+def _api_point(t: int, row: Row) -> dict[str, Any]:
+    p95 = row.v if row.bins is None else quantile(row.bins, 0.95)
+    return {
+        "t": t,
+        "requests": row.n,
+        "errors": row.e,
+        "error_rate": 100.0 * row.e / row.n if row.n else 0.0,
+        "avg_response_time": row.s / row.n if row.n else None,
+        "p95_response_time": p95,
+    }
+
+
+def _queue_point(t: int, row: Row) -> dict[str, Any]:
+    return {"t": t, "max_length": row.n, "last_length": row.e}
+
+
+def _per_name(kind: Kind, rows: Mapping[str, Mapping[int, Row]]) -> dict[str, Any]:
+    return {
+        name: [kind.point(t, r) for t, r in sorted(ts.items())] for name, ts in sorted(rows.items())
+    }
+
+
+def _payments(kind: Kind, rows: Mapping[str, Mapping[int, Row]]) -> list[dict[str, Any]]:
+    by_t: dict[int, dict[str, Row]] = {}
+    for name, ts in rows.items():
+        for t, row in ts.items():
+            by_t.setdefault(t, {})[name] = row
+    out = []
+    for t in sorted(by_t):
+        reasons = by_t[t]
+        out.append(
+            {
+                "t": t,
+                "failures": sum(r.n for r in reasons.values()),
+                "amount_total": _plain(sum(r.s for r in reasons.values())),
+                "by_reason": {name: reasons[name].n for name in sorted(reasons)},
+                "amount_by_reason": {name: _plain(reasons[name].s) for name in sorted(reasons)},
+            }
+        )
+    return out
+
+
+def _plain(value: float) -> float | int:
+    rounded = round(float(value), 6)
+    return int(rounded) if rounded.is_integer() else rounded
+
+
+@dataclass(frozen=True)
+class Kind:
+    """One kind of metric the history keeps. Adding a kind is one entry in KINDS."""
+
+    code: str  # one letter: in Redis fields and the PostgreSQL ``kind`` column
+    section: str  # its section of get_history's answer
+    merge: str  # "sum" (counters; the count is the version) or "gauge" (max and last)
+    has_bins: bool
+    rows_of: Callable[[Window], dict[str, Row]] | None  # a minute bucket's rows (sum kinds)
+    point: Callable[[int, Row], dict[str, Any]] = _queue_point
+    section_of: Callable[[Kind, Mapping[str, Mapping[int, Row]]], Any] = _per_name
+    by_endpoint: bool = False  # get_history(endpoint=...) filters this kind's names
+
+
+KINDS: dict[str, Kind] = {
+    k.code: k
+    for k in (
+        Kind("a", "api", "sum", True, _api_rows, _api_point, by_endpoint=True),
+        Kind("p", "payments", "sum", False, _payment_rows, section_of=_payments),
+        Kind("q", "celery", "gauge", False, None),
+    )
+}
+API, PAYMENTS, QUEUES = KINDS["a"], KINDS["p"], KINDS["q"]
+
+
+def snapshots_of_bucket(window: Window, minute_t: int) -> list[Snapshot]:
+    """The rows of every counter kind in one minute bucket (read into ``window``)."""
+    out: list[Snapshot] = []
+    for kind in KINDS.values():
+        if kind.rows_of is not None:
+            out += [(kind.code, name, minute_t, row) for name, row in kind.rows_of(window).items()]
+    return out
+
+
+def queue_snapshots(
+    name: str, samples: Iterable[tuple[float, int]], last_minute_t: int
+) -> list[Snapshot]:
+    """Per closed minute (start <= ``last_minute_t``): the max and the last length sampled."""
+    rows: dict[int, Row] = {}
+    for ts, length in sorted(samples):
+        t = int(ts // MINUTE_S) * MINUTE_S
+        if t > last_minute_t:
+            continue
+        row = rows.get(t)
+        if row is None:
+            rows[t] = Row(length, length, ts)
+        else:
+            row.n = max(row.n, length)
+            row.e, row.s = length, ts
+    return [(QUEUES.code, name, t, row) for t, row in rows.items()]
+
+
+# -- merging snapshots into rows -----------------------------------------------------------------
+
+
+def period_start(level: str, t: int) -> int:
+    return t - t % LEVEL_S[level]
+
+
+def keys_of(snapshots: Iterable[Snapshot]) -> set[RowKey]:
+    """The stored rows a merge of ``snapshots`` reads."""
+    keys: set[RowKey] = set()
+    for code, name, t, _ in snapshots:
+        keys |= {("m", code, name, t), ("h", code, name, period_start("h", t))}
+        keys.add(("d", code, name, period_start("d", t)))
+    return keys
+
+
+def _gauge(old: Row | None, new: Row) -> Row:
+    if old is None:
+        return Row(new.n, new.e, new.s)
+    last = new if new.s >= old.s else old
+    return Row(max(old.n, new.n), last.e, last.s)
+
+
+def _same(a: Row | None, b: Row) -> bool:
+    return a is not None and (a.n, a.e, a.s) == (b.n, b.e, b.s)
+
+
+def merge(snapshots: Iterable[Snapshot], stored: Mapping[RowKey, Row]) -> dict[RowKey, Row]:
+    """The rows to write so that ``stored`` reflects ``snapshots`` exactly once.
+
+    A counter snapshot not newer (by count) than its stored minute changes nothing, so a
+    snapshot applied twice, or an older one applied after a newer, adds nothing.
+    """
+    out: dict[RowKey, Row] = {}
+
+    def current(key: RowKey) -> Row | None:
+        return out.get(key, stored.get(key))
+
+    for code, name, t, new in snapshots:
+        kind = KINDS[code]
+        mkey: RowKey = ("m", code, name, t)
+        old = current(mkey)
+        upper: list[RowKey] = [
+            ("h", code, name, period_start("h", t)),
+            ("d", code, name, period_start("d", t)),
+        ]
+        if kind.merge == "gauge":
+            merged = _gauge(old, new)
+            if _same(old, merged):
+                continue
+            out[mkey] = merged
+            for key in upper:
+                out[key] = _gauge(current(key), merged)
+            continue
+        if old is not None and new.n <= old.n:
+            continue
+        row = Row(new.n, new.e, new.s, None, dict(new.bins) if new.bins is not None else None)
+        if kind.has_bins:
+            row.v = quantile(new.bins or {}, 0.95)
+        out[mkey] = row
+        delta = Row(new.n, new.e, new.s, None, dict(new.bins or {}))
+        if old is not None:
+            delta.add(Row(old.n, old.e, old.s, None, old.bins), -1)
+        for key in upper:
+            cur = current(key)
+            total = Row(0, 0, 0.0, None, {} if kind.has_bins else None)
+            if cur is not None:
+                total.add(cur)
+            total.add(delta)
+            if not kind.has_bins:
+                total.bins = None
+            out[key] = total
+    return out
+
+
+# -- the compact encoding of bins and rows -------------------------------------------------------
+
+_WIDTHS = ((0xFF, "B"), (0xFFFF, "H"), (0xFFFFFFFF, "I"), (2**64 - 1, "Q"))
+_CODES = "BHIQ"
+_BINS_HEAD = struct.Struct("<BhH")  # width code (+ 0x10: a zero-bin count follows), first, n
+
+
+def encode_bins(bins: Mapping[int, int]) -> bytes:
+    """Dense counts from the lowest bin to the highest, each as wide as the largest needs."""
+    live = {i: c for i, c in bins.items() if c > 0}
+    zero = live.pop(ZERO_BIN, 0)
+    if not live and not zero:
+        return b""
+    first = min(live) if live else 0
+    last = max(live) if live else -1
+    counts = [0] * (last - first + 1)
+    for i, c in live.items():
+        counts[i - first] = c
+    top = max([zero, *counts])
+    code = next(n for n, (limit, _) in enumerate(_WIDTHS) if top <= limit)
+    typecode = _CODES[code]
+    head = _BINS_HEAD.pack(code | (0x10 if zero else 0), first, len(counts))
+    tail = array(typecode, [zero] if zero else []) + array(typecode, counts)
+    return head + tail.tobytes()
+
+
+def decode_bins(blob: bytes) -> dict[int, int]:
+    if not blob:
+        return {}
+    flags, first, n = _BINS_HEAD.unpack_from(blob)
+    counts = array(_CODES[flags & 0x0F])
+    counts.frombytes(blob[_BINS_HEAD.size :])
+    bins: dict[int, int] = {}
+    if flags & 0x10:
+        bins[ZERO_BIN] = counts[0]
+        counts = counts[1:]
+    for offset, c in enumerate(counts[:n]):
+        if c:
+            bins[first + offset] = c
+    return bins
+
+
+_MINUTE = struct.Struct("<BqqddB")  # minute of the hour, n, e, s, v, has v
+_PERIOD = struct.Struct("<qqd")  # n, e, s; the bins follow
+
+
+def encode_minutes(rows: Mapping[int, Row]) -> bytes:
+    """The minute rows of one hour (minute of the hour -> row), in one string."""
+    return b"".join(
+        _MINUTE.pack(m, r.n, r.e, r.s, 0.0 if r.v is None else r.v, r.v is not None)
+        for m, r in sorted(rows.items())
+    )
+
+
+def decode_minutes(blob: bytes) -> dict[int, Row]:
+    out: dict[int, Row] = {}
+    for m, n, e, s, v, has_v in _MINUTE.iter_unpack(blob or b""):
+        out[m] = Row(n, e, s, v if has_v else None)
+    return out
+
+
+def encode_period(row: Row) -> bytes:
+    return _PERIOD.pack(row.n, row.e, row.s) + (encode_bins(row.bins) if row.bins else b"")
+
+
+def decode_period(blob: bytes) -> Row:
+    n, e, s = _PERIOD.unpack_from(blob)
+    rest = blob[_PERIOD.size :]
+    return Row(n, e, s, None, decode_bins(rest) if rest else None)
+
+
+# -- queries --------------------------------------------------------------------------------------
+
+
+def check_step(step: str, since: float, now: float, minutes_retention_s: float) -> int:
+    """Seconds of ``step``; ValueError for an unknown step, or ``1m`` reaching back further
+    than minute rows are kept."""
+    if step not in STEPS:
+        raise ValueError(f"step must be one of {', '.join(STEPS)} (got {step!r})")
+    if step == "1m" and since < now - minutes_retention_s - MINUTE_S:
+        raise ValueError(
+            f"step: 1m rows are kept for {minutes_retention_s / 3600:g} h; use 1h or longer for "
+            "an older since"
+        )
+    return STEPS[step]
+
+
+def check_range(since: Any, until: Any) -> tuple[float, float]:
+    for name, value in (("since", since), ("until", until)):
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, (int, float))
+            or not math.isfinite(value)
+        ):
+            raise ValueError(f"{name} must be unix seconds (an int or float), got {value!r}")
+    if until < since:
+        raise ValueError(f"until ({until}) must not be before since ({since})")
+    return float(since), float(until)
+
+
+@dataclass
+class Series:
+    """Rows read from a store, grouped into steps: kind -> name -> step start -> row."""
+
+    step_s: int
+    rows: dict[str, dict[str, dict[int, Row]]] = field(default_factory=dict)
+
+    def add(self, code: str, name: str, t: int, row: Row) -> None:
+        start = t - t % self.step_s
+        by_t = self.rows.setdefault(code, {}).setdefault(name, {})
+        cur = by_t.get(start)
+        if cur is None:
+            by_t[start] = Row(row.n, row.e, row.s, row.v, dict(row.bins) if row.bins else row.bins)
+        elif KINDS[code].merge == "gauge":
+            by_t[start] = _gauge(cur, row)
+        else:
+            if cur.bins is None and row.bins is None and cur.v is not None:
+                cur.v = max(cur.v, row.v or 0.0)  # one minute of __other__ over shards
+            cur.add(row)
+
+    def document(self, gaps: list[list[int]]) -> dict[str, Any]:
+        doc: dict[str, Any] = {"step_seconds": self.step_s, "gaps": gaps}
+        for kind in KINDS.values():
+            doc[kind.section] = kind.section_of(kind, self.rows.get(kind.code, {}))
+        return doc
+
+
+def union(ranges: Iterable[Sequence[int]]) -> list[list[int]]:
+    """[t0, t1) ranges, sorted and joined where they touch or overlap."""
+    out: list[list[int]] = []
+    for t0, t1 in sorted((int(a), int(b)) for a, b in ranges):
+        if out and out[-1][1] >= t0:
+            out[-1][1] = max(out[-1][1], t1)
+        else:
+            out.append([t0, t1])
+    return out
+
+
+def merge_ranges(minutes: Iterable[int]) -> list[list[int]]:
+    """Minute starts -> sorted [t0, t1) ranges."""
+    return union([t, t + MINUTE_S] for t in minutes)
