@@ -164,3 +164,24 @@ def test_secrets_never_reach_the_worker_output(
         assert password not in output and token not in output
     finally:
         server.stop()
+
+
+@pytest.mark.timeout(90)
+def test_beat_archives_closed_minutes_into_history(
+    settings: Settings, tmp_path: Path, worker: list[subprocess.Popen[bytes]]
+) -> None:
+    env = _env(settings, MONITOR_AGGREGATE_INTERVAL="1", MONITOR_ARCHIVE_INTERVAL="1")
+    monitor = MetricsMonitor(settings=settings)
+    closed = time.time() - 180  # a minute closed long ago
+    for i in range(40):
+        monitor.track_api_request("/api/history/", 0.1, 500 if i < 4 else 200, timestamp=closed)
+    assert monitor.flush(10)
+    worker.append(_start(env, tmp_path, beat=True))
+
+    def archived() -> list[dict[str, object]]:
+        return list(monitor.get_history(closed - 60, step="1m")["api"].get("/api/history/", []))
+
+    rows = wait_for(archived, timeout=60, interval=0.2)
+    assert [(r["requests"], r["errors"]) for r in rows] == [(40, 4)]
+    assert worker[0].poll() is None
+    monitor.close()

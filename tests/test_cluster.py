@@ -295,6 +295,30 @@ def test_four_processes_claim_one_alert_and_one_message_is_sent(
     assert [entry["key"] for entry in throttled["throttled"]] == [KEY]
 
 
+def test_history_on_the_cluster_exact_once(csettings: Settings, rc: Client) -> None:
+    """History keys carry one {h<n>} tag per shard: the archive's scripts run on a cluster."""
+    monitor = MetricsMonitor(settings=csettings, redis=rc)
+    now = time.time()
+    t = now - 900
+    events = [
+        (ep, 0.1 + i % 7 * 0.05, 500 if i % 4 == 0 else 200) for i, ep in enumerate(ENDPOINTS * 3)
+    ]
+    for endpoint, rt, status in events:
+        monitor.track_api_request(endpoint, rt, status, timestamp=t)
+    assert monitor.flush(10)
+    monitor.aggregate()
+    assert monitor.archive(now=now).minutes == 8  # one minute in each shard
+    assert monitor.archive(now=now).minutes == 0
+    history = monitor.get_history(t - 60, step="1m", now=now)
+    got = {ep: (rows[0]["requests"], rows[0]["errors"]) for ep, rows in history["api"].items()}
+    want: dict[str, tuple[int, int]] = {}
+    for endpoint, _, status in events:
+        n, e = want.get(endpoint, (0, 0))
+        want[endpoint] = (n + 1, e + (status >= 500))
+    assert got == want
+    monitor.close()
+
+
 def test_queue_samples_status_and_health(csettings: Settings, rc: Client) -> None:
     settings = csettings.with_overrides(queues=("celery", "mail"))
     t0 = T0
