@@ -23,8 +23,12 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-import psycopg
-from psycopg import sql
+try:
+    import psycopg
+    from psycopg import sql
+except ImportError:  # the postgresql extra is not installed: PostgresHistory says so
+    psycopg = None  # type: ignore[assignment]
+    sql = None  # type: ignore[assignment]
 
 from ..config import Settings, redact_url
 from ..errors import HistoryStoreError
@@ -85,6 +89,11 @@ _TABLE_OF_LEVEL = {"m": "monitor_minutes", "h": "monitor_hours", "d": "monitor_d
 
 
 def _connect(settings: Settings) -> psycopg.Connection[Any]:
+    if psycopg is None:
+        raise HistoryStoreError(
+            "MONITOR_HISTORY_URL names PostgreSQL, which needs psycopg: "
+            "pip install 'monitor-worker[postgresql]'"
+        )
     try:
         return psycopg.connect(settings.history_url, connect_timeout=CONNECT_TIMEOUT_S)
     except psycopg.Error as exc:
