@@ -18,6 +18,7 @@ from monitor_worker.history.rollup import (
     encode_period,
     merge,
     merge_ranges,
+    packed_quantile,
     quantile,
 )
 from monitor_worker.windows import ZERO_BIN, bin_of
@@ -124,3 +125,16 @@ def test_a_minute_step_older_than_minute_rows_is_refused() -> None:
 
 def test_gap_minutes_join_into_ranges() -> None:
     assert merge_ranges([T + 120, T, T + 60, T + 600]) == [[T, T + 180], [T + 600, T + 660]]
+
+
+@given(
+    st.dictionaries(
+        st.one_of(st.integers(-697, 697), st.just(ZERO_BIN)),
+        st.integers(1, 10**6),
+        min_size=1,
+        max_size=80,
+    ),
+    st.sampled_from([0.5, 0.95, 0.99, 1.0]),
+)
+def test_packed_quantile_equals_the_quantile_of_the_bins(bins: dict[int, int], q: float) -> None:
+    assert packed_quantile(encode_bins(bins), q) == quantile(bins, q)

@@ -295,7 +295,7 @@ class PostgresHistory:
             else:
                 query = f"SELECT r.kind, r.name, r.t, r.n, r.e, r.s, NULL, r.bins FROM {table} r"
             query += (
-                " JOIN unnest(%s::text[], %s::bytea[], %s::bigint[]) AS w(kind, name, t)"
+                " JOIN unnest(%b::text[], %b::bytea[], %b::bigint[]) AS w(kind, name, t)"
                 " ON (w.kind, w.name, w.t) = (r.kind, r.name, r.t) WHERE r.src = %s"
             )
             for kind, name, t, n, e, s, v, bins in conn.execute(query, (kinds, names, ts, src)):
@@ -343,7 +343,7 @@ class PostgresHistory:
             ).format(
                 table=sql.Identifier(table),
                 cols=sql.SQL(", ").join(map(sql.Identifier, all_columns)),
-                arrays=sql.SQL(", ").join(sql.SQL("%s::" + t + "[]") for t in all_types),
+                arrays=sql.SQL(", ").join(sql.SQL("%b::" + t + "[]") for t in all_types),
                 updates=sql.SQL(", ").join(
                     sql.SQL("{c} = EXCLUDED.{c}").format(c=sql.Identifier(c)) for c in columns
                 ),
@@ -386,14 +386,8 @@ class PostgresHistory:
             out = []
             with conn.cursor(binary=True) as cur:
                 for kind, name, t, n, e, s, v, bins in cur.execute(query, params):
-                    out.append(
-                        (
-                            kind,
-                            bytes(name).decode(),
-                            t,
-                            Row(n, e, s, v, decode_bins(bytes(bins)) if bins is not None else None),
-                        )
-                    )
+                    packed = bytes(bins) if bins is not None else None
+                    out.append((kind, bytes(name).decode(), t, Row(n, e, s, v, None, packed)))
             return out
 
         return self._run(work)  # type: ignore[no-any-return]

@@ -211,7 +211,7 @@ class RedisHistory:
                         if low < mt <= until:
                             out.append((code, text, mt, row))
                 elif low < t <= until:
-                    out.append((code, text, t, decode_period(blob)))
+                    out.append((code, text, t, decode_period(blob, packed=True)))
         return out
 
     def gaps(self, since: float, until: float) -> list[list[int]]:

@@ -19,11 +19,13 @@ from __future__ import annotations
 import math
 import struct
 from array import array
+from bisect import bisect_left
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from itertools import accumulate
 from typing import Any
 
-from ..windows import ZERO_BIN, Window, quantile
+from ..windows import ZERO_BIN, Window, bin_value, quantile
 
 MINUTE_S = 60
 HOUR_S = 3600
@@ -42,8 +44,21 @@ class Row:
     s: float = 0.0
     v: float | None = None
     bins: dict[int, int] | None = None
+    packed: bytes | None = None  # bins still encoded, as read (decoded when merged)
+
+    def unpack(self) -> Row:
+        if self.packed is not None:
+            self.bins, self.packed = decode_bins(self.packed), None
+        return self
+
+    def p95(self) -> float | None:
+        if self.packed is not None:
+            return packed_quantile(self.packed, 0.95)
+        return self.v if self.bins is None else quantile(self.bins, 0.95)
 
     def add(self, other: Row, sign: int = 1) -> None:
+        self.unpack()
+        other.unpack()
         self.n += sign * other.n
         self.e += sign * other.e
         self.s += sign * other.s
@@ -78,7 +93,7 @@ def _payment_rows(window: Window) -> dict[str, Row]:
 
 
 def _api_point(t: int, row: Row) -> dict[str, Any]:
-    p95 = row.v if row.bins is None else quantile(row.bins, 0.95)
+    p95 = row.p95()
     return {
         "t": t,
         "requests": row.n,
@@ -240,14 +255,15 @@ def merge(snapshots: Iterable[Snapshot], stored: Mapping[RowKey, Row]) -> dict[R
         if old is not None:
             delta.add(Row(old.n, old.e, old.s, None, old.bins), -1)
         for key in upper:
-            cur = current(key)
-            total = Row(0, 0, 0.0, None, {} if kind.has_bins else None)
-            if cur is not None:
-                total.add(cur)
+            total = out.get(key)
+            if total is None:  # a copy of the stored row, owned by ``out`` from now on
+                cur = stored.get(key)
+                total = out[key] = Row(bins={} if kind.has_bins else None)
+                if cur is not None:
+                    total.add(cur)
             total.add(delta)
             if not kind.has_bins:
                 total.bins = None
-            out[key] = total
     return out
 
 
@@ -277,20 +293,38 @@ def encode_bins(bins: Mapping[int, int]) -> bytes:
     return head + tail.tobytes()
 
 
+def _unpack_bins(blob: bytes) -> tuple[int, int, array[int]]:
+    """(first bin, zero-bin count, dense counts) of an encoded sketch."""
+    flags, first, _ = _BINS_HEAD.unpack_from(blob)
+    counts = array(_CODES[flags & 0x0F])
+    counts.frombytes(blob[_BINS_HEAD.size :])
+    if flags & 0x10:
+        return first, counts[0], counts[1:]
+    return first, 0, counts
+
+
 def decode_bins(blob: bytes) -> dict[int, int]:
     if not blob:
         return {}
-    flags, first, n = _BINS_HEAD.unpack_from(blob)
-    counts = array(_CODES[flags & 0x0F])
-    counts.frombytes(blob[_BINS_HEAD.size :])
-    bins: dict[int, int] = {}
-    if flags & 0x10:
-        bins[ZERO_BIN] = counts[0]
-        counts = counts[1:]
-    for offset, c in enumerate(counts[:n]):
-        if c:
-            bins[first + offset] = c
+    first, zero, counts = _unpack_bins(blob)
+    bins = {first + offset: c for offset, c in enumerate(counts) if c}
+    if zero:
+        bins[ZERO_BIN] = zero
     return bins
+
+
+def packed_quantile(blob: bytes, q: float) -> float | None:
+    """``quantile(decode_bins(blob), q)`` without building the dict (reads stay fast)."""
+    if not blob:
+        return None
+    first, zero, counts = _unpack_bins(blob)
+    total = zero + sum(counts)
+    if total <= 0:
+        return None
+    rank = max(1, math.ceil(q * total - 1e-9))
+    if rank <= zero:
+        return bin_value(ZERO_BIN)
+    return bin_value(first + bisect_left(list(accumulate(counts)), rank - zero))
 
 
 _MINUTE = struct.Struct("<BqqddB")  # minute of the hour, n, e, s, v, has v
@@ -316,9 +350,12 @@ def encode_period(row: Row) -> bytes:
     return _PERIOD.pack(row.n, row.e, row.s) + (encode_bins(row.bins) if row.bins else b"")
 
 
-def decode_period(blob: bytes) -> Row:
+def decode_period(blob: bytes, *, packed: bool = False) -> Row:
+    """A period row; with ``packed`` its bins stay encoded until needed."""
     n, e, s = _PERIOD.unpack_from(blob)
     rest = blob[_PERIOD.size :]
+    if packed:
+        return Row(n, e, s, None, None, rest)
     return Row(n, e, s, None, decode_bins(rest) if rest else None)
 
 
@@ -363,10 +400,12 @@ class Series:
         by_t = self.rows.setdefault(code, {}).setdefault(name, {})
         cur = by_t.get(start)
         if cur is None:
-            by_t[start] = Row(row.n, row.e, row.s, row.v, dict(row.bins) if row.bins else row.bins)
+            by_t[start] = row  # rows read are the caller's to give away
         elif KINDS[code].merge == "gauge":
             by_t[start] = _gauge(cur, row)
         else:
+            cur.unpack()
+            row.unpack()
             if cur.bins is None and row.bins is None and cur.v is not None:
                 cur.v = max(cur.v, row.v or 0.0)  # one minute of __other__ over shards
             cur.add(row)
