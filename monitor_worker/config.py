@@ -177,13 +177,22 @@ class Settings:
         """(minute rows, hour and day rows) kept, in seconds: the variables, or the store's
         defaults (Redis 24 h and 7 d, PostgreSQL 7 d and 90 d)."""
         minutes, hours = (7 * DAY_S, 90 * DAY_S) if self.history_url else (DAY_S, 7 * DAY_S)
-        minutes_s = self.history_minutes_retention_s or float(max(minutes, self.bucket_life_s))
+        minutes_s = self.history_minutes_retention_s or float(
+            max(minutes, self.history_bins_life_s)
+        )
         return minutes_s, self.history_hours_retention_s or float(max(hours, minutes_s))
 
     @property
     def bucket_life_s(self) -> int:
         """How long a minute bucket lives after its last write (2 x window + 600 s)."""
         return bucket_ttl_s(self.window_s)
+
+    @property
+    def history_bins_life_s(self) -> int:
+        """How long after its start a minute's history may still change: a bucket takes
+        writes for a bucket life after its minute and lives a bucket life after its last
+        write, and an archive run may come a little after that."""
+        return 2 * self.bucket_life_s + 600
 
     @property
     def inspected_broker_url(self) -> str:
@@ -371,11 +380,11 @@ def _check(s: Settings) -> None:
         if not (math.isfinite(value) and 0 <= value <= MAX_RETENTION_S):
             bad(name, "must be a duration such as 24h, 7d or 90d, at most 3650d")
     minutes_s, hours_s = s.history_retention
-    if minutes_s < s.bucket_life_s:
+    if minutes_s < s.history_bins_life_s:
         bad(
             "history_minutes_retention_s",
-            "must be at least the minute buckets' lifetime (2 x MONITOR_WINDOW_SECONDS + 600 s), "
-            "so a late flush can still be merged",
+            f"must be at least {s.history_bins_life_s} s (4 x MONITOR_WINDOW_SECONDS + 1800 s: "
+            "as long as a late flush can still change a minute)",
         )
     if hours_s < minutes_s:
         bad("history_hours_retention_s", "must be at least MONITOR_HISTORY_MINUTES_RETENTION")

@@ -491,3 +491,25 @@ def test_get_history_refuses_bad_arguments(settings: Settings) -> None:
     assert query(m.history_store(), now - 60, now=now)["api"] == {}
     assert grace_s(settings) > settings.aggregate_interval_s
     m.close()
+
+
+def test_postgresql_without_migrate_or_driver_says_what_to_do(settings: Settings) -> None:
+    with pg_schema() as url:
+        m = MetricsMonitor(settings=settings.with_overrides(history_url=url))
+        with pytest.raises(MonitorError, match="history migrate"):
+            m.archive()
+        with pytest.raises(MonitorError, match="history migrate"):
+            m.get_history(time.time() - 3600)
+        m.close()
+    code = (
+        "import sys; sys.modules['psycopg'] = None\n"
+        "from monitor_worker.monitor import MetricsMonitor\n"
+        "from monitor_worker.config import Settings\n"
+        "from monitor_worker.errors import HistoryStoreError\n"
+        f"m = MetricsMonitor(settings=Settings(redis_url={settings.redis_url!r},"
+        " history_url='postgresql://u:secret@127.0.0.1:1/x'))\n"
+        "try:\n    m.get_history(0)\nexcept HistoryStoreError as exc:\n    print(exc)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30)
+    assert "pip install 'monitor-worker[postgresql]'" in out.stdout, out.stderr
+    assert "secret" not in out.stdout + out.stderr

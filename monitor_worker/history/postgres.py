@@ -154,7 +154,7 @@ class PostgresHistory:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.minutes_retention_s, self.hours_retention_s = settings.history_retention
-        self.bins_life_s = 2 * settings.bucket_life_s + 600
+        self.bins_life_s = settings.history_bins_life_s  # a minute keeps its bins this long
         self._conn: psycopg.Connection[Any] | None = None
         self._partitions: set[str] = set()
 
@@ -162,7 +162,23 @@ class PostgresHistory:
 
     def _db(self) -> psycopg.Connection[Any]:
         if self._conn is None or self._conn.closed or self._conn.broken:
-            self._conn = _connect(self.settings)
+            conn = _connect(self.settings)
+            try:
+                with conn.transaction():
+                    row = conn.execute(
+                        "SELECT max(version) FROM monitor_history_version"
+                    ).fetchone()
+            except psycopg.errors.UndefinedTable:
+                row = None
+            except psycopg.Error as exc:
+                conn.close()
+                raise _failure(self.settings, exc) from None
+            if row is None or row[0] is None or row[0] < max(MIGRATIONS):
+                conn.close()
+                raise HistoryStoreError(
+                    "the history schema is missing or old: run `monitor-worker history migrate`"
+                )
+            self._conn = conn
             self._partitions.clear()
         return self._conn
 

@@ -51,9 +51,7 @@ class RedisHistory:
         self.settings = settings
         self.keys = Keys(settings.key_prefix, settings.shards)
         self.minutes_retention_s, self.hours_retention_s = settings.history_retention
-        # a minute keeps its bins while its bucket may change: until its last possible write
-        # (bucket life after the minute) plus the bucket's life again for a late archive
-        self.bins_life_s = 2 * settings.bucket_life_s + 600
+        self.bins_life_s = settings.history_bins_life_s  # a minute keeps its bins this long
         self._cas = client.register_script(scripts.HISTORY_CAS)
 
     # -- writing -----------------------------------------------------------------------------
