@@ -439,6 +439,15 @@ def test_postgresql_down_alerts_go_on_archive_catches_up_then_gaps(
         assert "history gap" in caplog.text
         gap = [minute0 + 12 * 60, minute0 + 15 * 60]
         assert m.get_history(minute0, now, step="1m", now=now)["gaps"] == [gap]
+        import monitor_worker
+
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(monitor_worker, "metrics_monitor", m)
+            assert cli.main(["history", "--since", "1h", "--step", "1m"]) == 0
+        shown = time.strftime("%H:%M", time.gmtime(gap[0]))
+        assert f"GAP: {time.strftime('%Y-%m-%d', time.gmtime(gap[0]))} {shown}" in (
+            capsys.readouterr().out
+        )
         m.history_store().close()
         m.close()
 
