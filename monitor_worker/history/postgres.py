@@ -39,6 +39,7 @@ from .rollup import (
     Snapshot,
     decode_bins,
     encode_bins,
+    expired,
     keys_of,
     merge,
     merge_ranges,
@@ -268,17 +269,18 @@ class PostgresHistory:
         if not snapshots:
             return 0
         wanted = keys_of(snapshots)
+        live = [
+            (level, t)
+            for (level, _, _, t) in wanted
+            if not expired(level, t, now, self.minutes_retention_s, self.hours_retention_s)
+        ]
         conn = self._db()
         try:
-            minutes = [t for (level, _, _, t) in wanted if level == "m"]
+            minutes = [t for (level, t) in live if level == "m"]
             self._ensure_partitions(conn, "monitor_minutes", minutes)
             self._ensure_partitions(conn, "monitor_minute_bins", minutes)
-            self._ensure_partitions(
-                conn, "monitor_hours", [t for (lv, _, _, t) in wanted if lv == "h"]
-            )
-            self._ensure_partitions(
-                conn, "monitor_days", [t for (lv, _, _, t) in wanted if lv == "d"]
-            )
+            self._ensure_partitions(conn, "monitor_hours", [t for (lv, t) in live if lv == "h"])
+            self._ensure_partitions(conn, "monitor_days", [t for (lv, t) in live if lv == "d"])
         except psycopg.Error as exc:
             raise _failure(self.settings, exc) from None
 
@@ -307,14 +309,24 @@ class PostgresHistory:
                     "SELECT r.kind, r.name, r.t, r.n, r.e, r.s, r.v, b.bins FROM monitor_minutes r"
                     " LEFT JOIN monitor_minute_bins b"
                     " ON (b.kind, b.name, b.t, b.src) = (r.kind, r.name, r.t, r.src)"
+                    " AND b.t BETWEEN %(t0)s AND %(t1)s"
                 )
             else:
                 query = f"SELECT r.kind, r.name, r.t, r.n, r.e, r.s, NULL, r.bins FROM {table} r"
             query += (
-                " JOIN unnest(%b::text[], %b::bytea[], %b::bigint[]) AS w(kind, name, t)"
-                " ON (w.kind, w.name, w.t) = (r.kind, r.name, r.t) WHERE r.src = %s"
+                " JOIN unnest(%(kinds)b::text[], %(names)b::bytea[], %(ts)b::bigint[])"
+                " AS w(kind, name, t) ON (w.kind, w.name, w.t) = (r.kind, r.name, r.t)"
+                " WHERE r.src = %(src)s AND r.t BETWEEN %(t0)s AND %(t1)s"  # prunes partitions
             )
-            for kind, name, t, n, e, s, v, bins in conn.execute(query, (kinds, names, ts, src)):
+            params = {
+                "kinds": kinds,
+                "names": names,
+                "ts": ts,
+                "src": src,
+                "t0": min(ts),
+                "t1": max(ts),
+            }
+            for kind, name, t, n, e, s, v, bins in conn.execute(query, params):
                 stored[(level, kind, bytes(name).decode(), t)] = Row(
                     n, e, s, v, decode_bins(bytes(bins)) if bins is not None else None
                 )
@@ -325,6 +337,8 @@ class PostgresHistory:
     ) -> None:
         by_level: dict[str, list[tuple[Any, ...]]] = {"m": [], "h": [], "d": [], "b": []}
         for (level, kind, name, t), row in rows.items():
+            if expired(level, t, now, self.minutes_retention_s, self.hours_retention_s):
+                continue
             raw = name.encode()
             if level == "m":
                 by_level["m"].append((kind, raw, t, row.n, row.e, row.s, row.v))

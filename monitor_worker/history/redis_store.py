@@ -28,6 +28,7 @@ from .rollup import (
     encode_bins,
     encode_minutes,
     encode_period,
+    expired,
     keys_of,
     merge,
     merge_ranges,
@@ -132,9 +133,9 @@ class RedisHistory:
         hours: dict[Physical, dict[int, Row]] = {}
         for key, row in rows.items():
             level, code, name, t = key
+            if expired(level, t, now, self.minutes_retention_s, self.hours_retention_s):
+                continue
             expire_at = self._expire_at(key)
-            if expire_at <= now:
-                continue  # older than the retention: nothing to keep
             phys = self._physical(src, key)
             if level != "m":
                 new[phys] = (encode_period(row), expire_at)

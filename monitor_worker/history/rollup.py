@@ -198,6 +198,11 @@ def period_start(level: str, t: int) -> int:
     return t - t % LEVEL_S[level]
 
 
+def expired(level: str, t: int, now: float, minutes_s: float, hours_s: float) -> bool:
+    """True when the period ended longer ago than its level's retention: nothing to keep."""
+    return t + LEVEL_S[level] + (minutes_s if level == "m" else hours_s) <= now
+
+
 def keys_of(snapshots: Iterable[Snapshot]) -> set[RowKey]:
     """The stored rows a merge of ``snapshots`` reads."""
     keys: set[RowKey] = set()
