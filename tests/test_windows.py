@@ -144,7 +144,7 @@ def test_payments_and_overflow() -> None:
         events.encode_payment(NOW, "Card declined", 10000.0),
         events.encode_payment(NOW, "Card declined", 0.5),
         events.encode_payment(NOW, "Insufficient funds", 3.0),
-        events.encode_overflow(NOW, 42),
+        events.encode_overflow(42),
     ]
     delta = fold(entries, now=NOW, error_status_min=500, threshold_s=2.0, oldest_bucket=0)
     window = Window()
