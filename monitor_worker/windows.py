@@ -86,7 +86,9 @@ def parse_bins(text: str | bytes | None) -> dict[int, int]:
 
 
 def format_bins(bins: Mapping[int, int]) -> str:
-    return ",".join(f"{i}:{n}" for i, n in bins.items() if n)
+    if 0 in bins.values():
+        bins = {i: n for i, n in bins.items() if n}
+    return ",".join(map("%d:%d".__mod__, bins.items()))
 
 
 def quantile(bins: Mapping[int, int], q: float) -> float | None:
