@@ -45,6 +45,7 @@ ZERO_BIN = -99_999
 OTHER = "__other__"
 MAX_OVERFLOW_COUNT = 2**40
 MAX_SPLIT = 8  # buckets a block is split into column-wise; beyond, event by event
+SHORT_RUN = 8  # events per run (on average) under which a block is folded event by event
 
 
 def bucket_of(ts: float) -> int:
@@ -249,6 +250,9 @@ class _Folder:
             kept_ts, kept_rts = _picked(ok, ts, rts)
             self.api(names, kept, kept_ts, kept_rts, list(compress(sts, ok)))
             return
+        if len(ts) < SHORT_RUN * len(names):
+            self._api_events(names, counts, ts, rts, sts)
+            return
         hints = (max(sts) >= self.error_status_min, rt_max > self.threshold_s, rt_min < MIN_VALUE_S)
         first, last = self.bucket(min(ts)), self.bucket(max(ts))
         if first == last:
@@ -278,6 +282,48 @@ class _Folder:
                 picked_rts, picked_sts = [rts[i] for i in picked], [sts[i] for i in picked]
                 self._api_bucket(bucket, endpoint, picked_rts, picked_sts, hints)
             at += n
+
+    def _api_events(
+        self,
+        names: Sequence[bytes],
+        counts: Runs,
+        ts: Sequence[float],
+        rts: Sequence[float],
+        sts: Sequence[int],
+    ) -> None:
+        """Checked API requests event by event: cheaper than column passes when runs are short
+        (many endpoints per flush)."""
+        api, now_bucket, oldest = self.delta.api, self.now_bucket, self.oldest_bucket
+        status_min, threshold_s = self.error_status_min, self.threshold_s
+        log, ceil = math.log, math.ceil
+        too_old = at = 0
+        for name_b, n in zip(names, counts, strict=True):
+            endpoint, end = self.name(name_b), at + n
+            if endpoint is None:
+                self.malformed += n
+                at = end
+                continue
+            for i in range(at, end):
+                bucket = int(ts[i] // BUCKET_S)
+                if bucket > now_bucket:
+                    bucket = now_bucket
+                elif bucket < oldest:
+                    too_old += 1
+                    continue
+                acc = api.get((bucket, endpoint))
+                if acc is None:
+                    acc = api[bucket, endpoint] = ApiAcc()
+                rt = rts[i]
+                acc.count += 1
+                if sts[i] >= status_min:
+                    acc.errors += 1
+                acc.sum_s += rt
+                if rt <= threshold_s:
+                    acc.at_or_below += 1
+                acc.bins[ZERO_BIN if rt < MIN_VALUE_S else ceil(log(rt) * INV_LOG_GAMMA)] += 1
+            at = end
+        if too_old:
+            self.delta.count(now_bucket, "too_old", too_old)
 
     def _api_runs(
         self,

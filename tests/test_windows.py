@@ -12,6 +12,7 @@ from monitor_worker.windows import (
     ZERO_BIN,
     Delta,
     Window,
+    _Folder,
     bin_of,
     bin_value,
     bucket_of,
@@ -226,9 +227,11 @@ def _fold_all(entries: list[bytes], oldest_bucket: int = 0) -> Delta:
     )
 
 
-def _random_events(n: int, seed: int, span_s: float) -> list[tuple[float, str, float, int]]:
+def _random_events(
+    n: int, seed: int, span_s: float, endpoints: int = 4
+) -> list[tuple[float, str, float, int]]:
     rng = random.Random(seed)
-    names = ["/a/", "/b/<id>/", "é|\n\\{s1}", "/c/"]
+    names = ["/a/", "/b/<id>/", "é|\n\\{s1}", "/c/", *[f"/e/{i}/" for i in range(endpoints - 4)]]
     return [
         (
             NOW - rng.uniform(0, span_s),
@@ -240,9 +243,12 @@ def _random_events(n: int, seed: int, span_s: float) -> list[tuple[float, str, f
     ]
 
 
+@pytest.mark.parametrize("endpoints", [4, 1_000], ids=["long-runs", "short-runs"])
 @pytest.mark.parametrize("span_s", [0.5, 150.0, 3000.0], ids=["one-bucket", "3-buckets", "50"])
-def test_chunk_and_previous_text_fold_alike(span_s: float) -> None:
-    evs = _random_events(3_000, seed=int(span_s), span_s=span_s)
+def test_chunk_and_previous_text_fold_alike(span_s: float, endpoints: int) -> None:
+    """Both of the fold's paths (column passes for long runs, event by event for short ones)
+    and the previous version's text lines give the same counts."""
+    evs = _random_events(3_000, seed=int(span_s), span_s=span_s, endpoints=endpoints)
     new = _fold_all([_chunk(evs[i : i + 700]) for i in range(0, len(evs), 700)])
     old = b"b|%d\n" % len(evs) + b"\n".join(_text_line(*e) for e in evs)
     previous = _fold_all([old])
@@ -306,3 +312,18 @@ def test_runs_over_many_buckets_future_and_too_old(spread_buckets: int) -> None:
     assert counts == {b - k: 3 + (k == 0) for k in range(spread_buckets)}
     assert delta.api[(b, "/r/")].errors == 1
     assert delta.counters == {(b, "too_old"): 1}
+
+
+@pytest.mark.parametrize("span_s", [0.5, 150.0, 3000.0])
+def test_column_passes_and_event_by_event_agree(span_s: float) -> None:
+    evs = sorted(_random_events(2_000, seed=5, span_s=span_s), key=lambda e: e[1])
+    names = sorted({e[1] for e in evs})
+    columns = [[e[k] for e in evs] for k in (0, 2, 3)]
+    counts = [sum(1 for e in evs if e[1] == n) for n in names]
+    folded = []
+    for path in ("api", "_api_events"):
+        folder = _Folder(NOW, 500, 2.0, bucket_of(NOW) - 30)
+        getattr(folder, path)([n.encode() for n in names], counts, *columns)
+        folded.append(folder.finish())
+    assert _totals(folded[0]) == _totals(folded[1])
+    assert folded[0].counters == folded[1].counters
