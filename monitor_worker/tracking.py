@@ -25,14 +25,12 @@ from typing import Any
 from .config import Settings
 from .events import (
     MAX_RESPONSE_TIME_S,
-    api_lines,
     check_api,
     check_payment,
     check_timestamp,
     encode_chunk,
-    escape_name,
-    overflow_line,
-    payment_line,
+    encode_overflow_block,
+    encode_runs,
 )
 from .keys import shard_of
 from .store import REDIS_ERRORS, Client, Scripts, connect, describe_error, push_batches
@@ -93,7 +91,7 @@ class Tracker:
         self._settings: Settings | None = None
         self._client: Client | None = None
         self._scripts: Scripts | None = None
-        self._name_cache: dict[str, tuple[int, str | None]] = {}
+        self._shard_cache: dict[str, int] = {}
         self._unsent: list[tuple[int, str, int, bytes]] | None = None
         self._flush_lock = threading.Lock()
         self._start_lock = threading.Lock()
@@ -233,44 +231,45 @@ class Tracker:
                 return not self._buffer
 
     def _take(self, settings: Settings) -> list[tuple[int, str, int, bytes]] | None:
-        buf = self._buffer
-        shards = settings.shards
-        cache = self._name_cache
-        requests: dict[int, list[Item]] = {}
-        payments: dict[int, list[str]] = {}
-        popleft = buf.popleft
-        for _ in range(settings.flush_batch):
-            try:
+        """Up to a flush batch of buffered events as (shard, push id, events, chunk): items
+        are grouped by kind and name here, the one loop over events; the encoding works on
+        whole runs."""
+        popleft = self._buffer.popleft
+        by_kind: dict[str, dict[str, list[Item]]] = {}
+        try:
+            for _ in range(settings.flush_batch):
                 item = popleft()
-            except IndexError:
-                break
-            name = item[2]
-            known = cache.get(name)
-            if known is None:
-                escaped = escape_name(name)
-                known = (shard_of(name, shards), escaped if escaped != name else None)
-                if len(cache) < 10_000:
-                    cache[name] = known
-            shard, escaped_name = known
-            if item[0] == "a":
-                if escaped_name is not None:
-                    item = (item[0], item[1], escaped_name, item[3], item[4])
-                group = requests.get(shard)
-                if group is None:
-                    group = requests[shard] = []
-                group.append(item)
-            else:
-                line = payment_line(item[1], escaped_name or name, item[3])
-                payments.setdefault(shard, []).append(line)
+                runs = by_kind.get(item[0])
+                if runs is None:
+                    runs = by_kind[item[0]] = {}
+                run = runs.get(item[2])
+                if run is None:
+                    run = runs[item[2]] = []
+                run.append(item)
+        except IndexError:
+            pass
+        cache = self._shard_cache
+        shards: dict[int, dict[str, list[tuple[str, list[Item]]]]] = {}
+        for kind, runs in by_kind.items():
+            for name, run in runs.items():
+                shard = cache.get(name)
+                if shard is None:
+                    shard = shard_of(name, settings.shards)
+                    if len(cache) < 10_000:
+                        cache[name] = shard
+                shards.setdefault(shard, {}).setdefault(kind, []).append((name, run))
         overflowed = self._overflowed
         if overflowed:
             self._overflowed -= overflowed
-            payments.setdefault(0, []).append(overflow_line(_time(), overflowed))
+            shards.setdefault(0, {})
         batches = []
-        for shard in set(requests) | set(payments):
-            lines = api_lines(requests.get(shard, ()))
-            lines += payments.get(shard, ())
-            batches.append((shard, uuid.uuid4().hex, len(lines), encode_chunk(lines)))
+        for shard, kinds in shards.items():
+            blocks = [encode_runs(kind, runs) for kind, runs in kinds.items()]
+            events = sum(len(run) for runs in kinds.values() for _, run in runs)
+            if shard == 0 and overflowed:
+                blocks.append(encode_overflow_block(overflowed))
+                events += 1
+            batches.append((shard, uuid.uuid4().hex, events, encode_chunk(blocks, events)))
         return batches or None
 
     def _fault(self, settings: Settings, exc: BaseException) -> None:
