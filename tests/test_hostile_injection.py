@@ -65,7 +65,11 @@ def _key_problems(keys: set[bytes], prefix: str) -> list[str]:
     """Keys outside the prefix, of an unknown shape, or off the slot of their hash tag."""
     p = re.escape(prefix).encode()
     shapes = [
-        re.compile(p + rb"\{(s\d+)\}:(raw|leases|roll|stats|m:\d+|(batch|push):[0-9a-f]{32})\Z"),
+        re.compile(
+            p + rb"\{(s\d+)\}:(raw|leases|roll|stats|dirty|m:\d+|(batch|push):[0-9a-f]{32})\Z"
+        ),
+        re.compile(p + rb"\{(h\d+)\}:(m|mb|h|d):[a-z]:\d+\Z"),  # history rows
+        re.compile(p + rb"\{(hmeta)\}:gaps\Z"),
         re.compile(p + rb"\{(meta)\}:(endpoints|reasons|heartbeat:(worker|beat))\Z"),
     ]
     problems = []
@@ -150,6 +154,10 @@ def test_hostile_names_are_counted_apart_kept_out_of_keys_and_escaped(
         assert summary["payments"]["by_reason"] == expected
         # every endpoint fires both rules, the ghosts resolve, payments fire
         assert _check_notices(summary, settings, now) == 2 * len(HOSTILE_NAMES) + 1
+    later = time.time() + 180  # the minute closed: archived into history
+    assert monitor.archive(now=later).minutes >= 1
+    history = monitor.get_history(later - 600, step="1m", now=later)
+    assert {ep: sum(r["requests"] for r in rows) for ep, rows in history["api"].items()} == expected
     monitor.close()
     new = set(client.scan_iter(count=1000)) - before
     assert new, "no key created"
