@@ -22,9 +22,10 @@ from .helpers import wait_for
 STATUS_BOUNDS = (200, 300, 400, 403, 404, 405, 406, 418, 419, 422, 423, 499, 500, 501)
 
 
-def status_counts(settings: Settings) -> dict[str, dict[int, int]]:
-    """endpoint -> {status bound: requests}, read through ``get_metrics_summary()``."""
-    totals: dict[str, int] = {}
+def status_counts(settings: Settings) -> dict[str, dict[int, int]] | None:
+    """endpoint -> {status bound: requests}, read through ``get_metrics_summary()``; None when
+    events arrived between the reads."""
+    totals: list[dict[str, int]] = []
     at_or_above: dict[int, dict[str, int]] = {}
     for bound in STATUS_BOUNDS[1:]:
         reader = MetricsMonitor(settings.with_overrides(error_status_min=bound))
@@ -32,10 +33,12 @@ def status_counts(settings: Settings) -> dict[str, dict[int, int]]:
             api = reader.get_metrics_summary()["api"]
         finally:
             reader.close()
-        totals = {name: stats["total_requests"] for name, stats in api.items()}
+        totals.append({name: stats["total_requests"] for name, stats in api.items()})
         at_or_above[bound] = {name: stats["error_count"] for name, stats in api.items()}
+    if any(t != totals[0] for t in totals):
+        return None
     counts: dict[str, dict[int, int]] = {}
-    for name, total in totals.items():
+    for name, total in totals[0].items():
         below = total
         split: dict[int, int] = {}
         for bound, upper in zip(STATUS_BOUNDS, [*STATUS_BOUNDS[1:], None], strict=True):
@@ -53,19 +56,24 @@ def response_times(monitor: MetricsMonitor) -> dict[str, float]:
     return {name: stats["avg_response_time"] for name, stats in api.items()}
 
 
-def wait_counts(settings: Settings, want: dict[str, dict[int, int]]) -> None:
-    """Poll until the store holds exactly ``want`` (events may arrive after the response)."""
-    got: dict[str, dict[int, int]] = {}
+def wait_counts(
+    settings: Settings, want: dict[str, dict[int, int]], app_monitor: MetricsMonitor | None = None
+) -> None:
+    """Poll until the store holds exactly ``want``; ``app_monitor`` (the app's, when it runs
+    in this process) is flushed first; other processes deliver within their flush interval."""
+    got: dict[str, dict[int, int]] | None = {}
 
     def matches() -> bool:
         nonlocal got
+        if app_monitor is not None:
+            app_monitor.flush()
         got = status_counts(settings)
         return got == want
 
     try:
         wait_for(matches, timeout=10, interval=0.1)
     except AssertionError:
-        assert got == want
+        raise AssertionError(f"recorded {got}, want {want}") from None
 
 
 @dataclass(frozen=True)
