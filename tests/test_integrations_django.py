@@ -111,9 +111,7 @@ def test_asgi_table_without_thread_hop(settings: Settings, tracked: MetricsMonit
 
     asyncio.run(run())
     assert response_times(tracked)["/api/stream/"] >= 0.4
-    wait_counts(
-        settings, expected(USERS) | _want_extra() | {"/api/stream/": {200: 1}}, tracked
-    )
+    wait_counts(settings, expected(USERS) | _want_extra() | {"/api/stream/": {200: 1}}, tracked)
 
 
 def test_asgi_disconnect_mid_stream_is_499(settings: Settings, tracked: MetricsMonitor) -> None:
@@ -183,11 +181,23 @@ def test_gunicorn_4_workers_2000_requests_counted_exactly(
     )
     log = (tmp_path / "gunicorn.log").open("wb")
     server = subprocess.Popen(
-        [sys.executable, "-m", "gunicorn", "-w", "4", "-b", f"127.0.0.1:{port}",
-         "examples.django_app.wsgi"],
-        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+        [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "-w",
+            "4",
+            "-b",
+            f"127.0.0.1:{port}",
+            "examples.django_app.wsgi",
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
     )
     try:
+
         def up() -> bool:
             try:
                 return _get(port, "/health") == 200

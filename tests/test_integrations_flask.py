@@ -72,7 +72,11 @@ def test_abort_records_its_status_under_the_blueprint_rule(
     assert _get(client, "/v1/teapot/") == 404
     wait_counts(
         settings,
-        {"/v1/items/<int:item_id>/forbidden": {403: 1}, "/v1/teapot": {418: 1}, UNMATCHED: {404: 1}},
+        {
+            "/v1/items/<int:item_id>/forbidden": {403: 1},
+            "/v1/teapot": {418: 1},
+            UNMATCHED: {404: 1},
+        },
         monitor,
     )
 

@@ -132,9 +132,11 @@ def test_asgi_disconnects_are_499(settings: Settings, monitor: MetricsMonitor) -
         await send({"type": "http.response.body", "body": b"a", "more_body": True})
         assert (await receive())["type"] == "http.disconnect"
 
-    _drive(asgi.MetricsMiddleware(stops_on_disconnect, monitor=monitor), "/gone/", [
-        {"type": "http.disconnect"}
-    ])
+    _drive(
+        asgi.MetricsMiddleware(stops_on_disconnect, monitor=monitor),
+        "/gone/",
+        [{"type": "http.disconnect"}],
+    )
     wait_counts(settings, {"/api/stream/": {499: 1}, "/gone/": {499: 1}}, monitor)
 
 
@@ -158,7 +160,9 @@ def test_websocket_and_lifespan_pass_through(monitor: MetricsMonitor) -> None:
 def _names(count: int) -> list[str]:
     """``count`` distinct letter-only segments (the heuristic keeps them as they are)."""
     letters = string.ascii_lowercase
-    return [letters[i // 676 % 26] + letters[i // 26 % 26] + letters[i % 26] + "x" for i in range(count)]
+    return [
+        letters[i // 676 % 26] + letters[i // 26 % 26] + letters[i % 26] + "x" for i in range(count)
+    ]
 
 
 def test_10000_distinct_raw_paths_stay_bounded(settings: Settings) -> None:

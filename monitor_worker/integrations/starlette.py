@@ -73,6 +73,8 @@ class MetricsMiddleware(asgi.MetricsMiddleware):
             return None
         app, root_path, path = entry
         is_mount = isinstance(route, Mount)
+        if is_mount and route.routes:
+            return None  # the mounted router matched nothing (a 404 inside the mount)
         tail = _MOUNT_TAIL if is_mount else _route_path(route, scope)
         if tail is None:
             return None
