@@ -16,7 +16,11 @@ from pathlib import Path
 import django
 import httpx
 import pytest
+from asgiref.sync import iscoroutinefunction
 from django.conf import settings as django_settings
+from django.core.exceptions import RequestAborted
+from django.core.handlers.asgi import ASGIHandler
+from django.test import Client
 
 from monitor_worker.config import Settings
 from monitor_worker.integrations._core import UNMATCHED
@@ -30,11 +34,6 @@ from .integration_cases import CASES, expected, monitor, response_times, wait_co
 if not django_settings.configured:
     django_settings.configure(**django_site.SETTINGS)
     django.setup()
-
-from asgiref.sync import iscoroutinefunction  # noqa: E402
-from django.core.exceptions import RequestAborted  # noqa: E402
-from django.core.handlers.asgi import ASGIHandler  # noqa: E402
-from django.test import Client  # noqa: E402
 
 __all__ = ["monitor"]
 
