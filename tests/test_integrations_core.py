@@ -207,7 +207,7 @@ def test_timed_body_finishes_once() -> None:
 
     seen.clear()
     body = TimedBody(iter([b"a", b"b"]), seen.append)
-    assert next(body) == b"a"
+    assert next(iter(body)) == b"a"
     body.close()
     body.close()
     assert seen == [499]  # closed before the end: the client went away

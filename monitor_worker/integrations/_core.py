@@ -37,6 +37,7 @@ CLIENT_CLOSED = 499  # nginx's "client closed request"
 SERVER_ERROR = 500
 FAULT_LOG_INTERVAL_S = 60.0
 _TEMPLATE_CACHE_MAX = 10_000
+_perf = time.perf_counter
 
 # -- the path-templating heuristic (generic WSGI/ASGI middlewares) ------------------------------
 
@@ -129,10 +130,11 @@ def status_of_exception(exc: BaseException) -> int:
 class Rules:
     """The naming and exclusion rules of one ``Settings``."""
 
-    __slots__ = ("_excluded", "method_route", "track_unmatched")
+    __slots__ = ("_excluded", "_skipped", "method_route", "track_unmatched")
 
     def __init__(self, settings: Settings) -> None:
         self._excluded = exclusion_matcher(settings.exclude_paths)
+        self._skipped: dict[str, bool] = {}
         self.track_unmatched = settings.track_unmatched
         self.method_route = settings.endpoint_style == "method_route"
 
@@ -140,8 +142,13 @@ class Rules:
         """True for requests not recorded: ``OPTIONS`` and excluded paths."""
         if method == "OPTIONS":
             return True
-        excluded = self._excluded
-        return excluded is not None and excluded(path) is not None
+        known = self._skipped.get(path)
+        if known is None:
+            excluded = self._excluded
+            known = excluded is not None and excluded(path) is not None
+            if len(self._skipped) < _TEMPLATE_CACHE_MAX:
+                self._skipped[path] = known
+        return known
 
     def endpoint(
         self, method: str, template: str | None, status: int, unmatched: tuple[int, ...] = (405,)
@@ -149,7 +156,10 @@ class Rules:
         """The endpoint name to record, or None for nothing."""
         if template is None or status in unmatched:
             return UNMATCHED if self.track_unmatched else None
-        return cut_name(f"{method} {template}" if self.method_route else template)
+        name = f"{method} {template}" if self.method_route else template
+        if len(name) > MAX_NAME_LEN or not name.isascii():
+            name = cut_name(name)
+        return name
 
 
 def clean_status(status: object) -> int:
@@ -206,16 +216,19 @@ class Recorder:
     ) -> None:
         """Record one request that began at ``started`` (``time.perf_counter()``) and ends
         now; ``template()`` gives the route template, or None when no route matched."""
-        elapsed = time.perf_counter() - started
+        elapsed = _perf() - started
         try:
+            rules = self._rules
+            if rules is None:
+                rules = self.rules
             code = clean_status(status)
-            name = self.rules.endpoint(method, template(), code, unmatched)
+            name = rules.endpoint(method, template(), code, unmatched)
             if name is None:
                 return
             track = self._track
             if track is None:
                 track = self._track = self.monitor.track_api_request
-            track(name, min(max(elapsed, 0.0), MAX_RESPONSE_TIME_S), code)
+            track(name, elapsed if elapsed <= MAX_RESPONSE_TIME_S else MAX_RESPONSE_TIME_S, code)
         except Exception as exc:
             self.fault(exc)
 
@@ -241,29 +254,22 @@ class TimedBody:
     exhausted (``None``: the response's own status), raises (500 or 499), or is closed
     before its end (499: the server stopped sending, the client went away)."""
 
-    __slots__ = ("_chunks", "_finish", "_inner", "_open")
+    __slots__ = ("_finish", "_inner", "_open")
 
     def __init__(self, inner: Iterable[Any], finish: Callable[[int | None], None]) -> None:
         self._inner = inner
-        self._chunks: Iterator[Any] | None = None
         self._finish = finish
         self._open = True
 
-    def __iter__(self) -> TimedBody:
-        return self
-
-    def __next__(self) -> Any:
-        chunks = self._chunks
-        if chunks is None:
-            chunks = self._chunks = iter(self._inner)
+    def __iter__(self) -> Iterator[Any]:
         try:
-            return next(chunks)
-        except StopIteration:
-            self._done(None)
-            raise
+            yield from self._inner
+        except GeneratorExit:
+            raise  # closed early: close() records it
         except BaseException as exc:
             self._done(status_of_exception(exc))
             raise
+        self._done(None)
 
     def _done(self, status: int | None) -> None:
         if self._open:

@@ -97,4 +97,7 @@ class MetricsMiddleware:
         except BaseException as exc:
             finish(status_of_exception(exc))
             raise
+        if type(body) is list or type(body) is tuple:
+            finish(None)  # the whole body is handed over now
+            return body
         return TimedBody(body, finish)
