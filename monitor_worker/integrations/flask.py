@@ -12,9 +12,9 @@ request no rule matches, or whose method the rule does not allow, is ``__unmatch
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from flask import Flask, request, request_started
+from flask import Flask, request
 
 from . import wsgi
 
@@ -24,9 +24,10 @@ if TYPE_CHECKING:
 _RULE_KEY = "monitor_worker.rule"
 
 
-def _remember_rule(sender: Flask, **extra: Any) -> None:
+def _remember_rule() -> None:
     # Flask clears its request object from the environ when the request context ends, so the
-    # matched rule is copied into the environ as the request starts.
+    # matched rule is copied into the environ before the view runs (the first
+    # before_request function: it runs for unmatched requests too, then finds no rule).
     rule = request.url_rule
     if rule is not None:
         request.environ[_RULE_KEY] = rule.rule
@@ -43,7 +44,7 @@ def init_app(app: Flask, *, monitor: MetricsMonitor | None = None) -> None:
     if "monitor_worker" in app.extensions:
         return  # already tracked: a second call would count each request twice
     app.extensions["monitor_worker"] = True
-    request_started.connect(_remember_rule, app)
+    app.before_request_funcs.setdefault(None, []).insert(0, _remember_rule)
     app.wsgi_app = wsgi.MetricsMiddleware(  # type: ignore[method-assign]
         app.wsgi_app, matched_rule, monitor=monitor, unmatched_statuses=(405,)
     )
