@@ -330,6 +330,8 @@ def main() -> int:
                     continue
                 sent += _measure(framework, make(monitor), monitor, args, report)
             report.check(monitor.flush(timeout=30), "every tracked request was delivered")
+            while monitor.aggregate().events:  # a summary reads at most 200,000 raw events
+                pass
             api = monitor.get_metrics_summary()["api"]
             counted = sum(stats["total_requests"] for stats in api.values())
             report.check(counted == sent, f"requests counted {counted} == sent {sent}")

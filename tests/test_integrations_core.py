@@ -230,14 +230,14 @@ def test_a_fault_never_raises_and_is_logged_once_a_minute(
     monitor = MetricsMonitor(settings)
     recorder = Recorder(monitor)
 
-    def broken() -> str | None:
+    def broken(request: object) -> str | None:
         raise KeyError("route lookup failed")
 
     with caplog.at_level(logging.WARNING, logger="monitor_worker.integrations"):
         for _ in range(50):
-            recorder.record("GET", broken, 200, 0.0)
+            recorder.record("GET", broken, None, 200, 0.0)
     assert recorder.faults == 50
     assert caplog.text.count("request tracking failed") == 1
-    recorder.record("GET", lambda: "/fine/", 200, _core.time.perf_counter())
+    recorder.record("GET", str, "/fine/", 200, _core.time.perf_counter())
     assert monitor.get_metrics_summary()["api"]["/fine/"]["total_requests"] == 1
     monitor.close()

@@ -209,20 +209,21 @@ class Recorder:
     def record(
         self,
         method: str,
-        template: Callable[[], str | None],
+        template: Callable[[Any], str | None],
+        source: Any,
         status: object,
         started: float,
         unmatched: tuple[int, ...] = (405,),
     ) -> None:
         """Record one request that began at ``started`` (``time.perf_counter()``) and ends
-        now; ``template()`` gives the route template, or None when no route matched."""
+        now; ``template(source)`` gives the route template, or None when no route matched."""
         elapsed = _perf() - started
         try:
             rules = self._rules
             if rules is None:
                 rules = self.rules
             code = clean_status(status)
-            name = rules.endpoint(method, template(), code, unmatched)
+            name = rules.endpoint(method, template(source), code, unmatched)
             if name is None:
                 return
             track = self._track
@@ -256,10 +257,17 @@ class TimedBody:
 
     __slots__ = ("_finish", "_inner", "_open")
 
-    def __init__(self, inner: Iterable[Any], finish: Callable[[int | None], None]) -> None:
+    def __init__(
+        self, inner: Iterable[Any], finish: Callable[[int | None], None] | None = None
+    ) -> None:
         self._inner = inner
         self._finish = finish
         self._open = True
+
+    def finish(self, status: int | None) -> None:
+        """Called once at the body's end; subclasses may record here instead."""
+        if self._finish is not None:
+            self._finish(status)
 
     def __iter__(self) -> Iterator[Any]:
         try:
@@ -274,7 +282,7 @@ class TimedBody:
     def _done(self, status: int | None) -> None:
         if self._open:
             self._open = False
-            self._finish(status)
+            self.finish(status)
 
     def close(self) -> None:
         try:

@@ -56,13 +56,16 @@ class MetricsMiddleware:
 
     def entry(self, scope: Scope) -> Any:
         """What the endpoint needs to remember from the scope as it arrives."""
-        return scope.get("root_path", "") + scope["path"]
+        return scope.get("path", "")
 
     def template(self, scope: Scope, entry: Any) -> str | None:
         """The endpoint of a finished request (``entry`` is what ``entry()`` returned)."""
         if self._endpoint is not None:
             return self._endpoint(scope)
         return template_path(entry)
+
+    def _template_of(self, request: tuple[Scope, Any]) -> str | None:
+        return self.template(*request)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -83,11 +86,7 @@ class MetricsMiddleware:
             nonlocal done
             done = True
             recorder.record(
-                method,
-                lambda: self.template(scope, entry),
-                code,
-                started,
-                self.unmatched_statuses,
+                method, self._template_of, (scope, entry), code, started, self.unmatched_statuses
             )
 
         async def timed_receive() -> Message:

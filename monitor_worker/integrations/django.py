@@ -111,6 +111,4 @@ class MetricsMiddleware:
         return response
 
     def _record(self, request: HttpRequest, status: Any, started: float) -> None:
-        self.recorder.record(
-            request.method or "GET", lambda: route_template(request), status, started
-        )
+        self.recorder.record(request.method or "GET", route_template, request, status, started)

@@ -12,7 +12,7 @@ request no rule matches, or whose method the rule does not allow, is ``__unmatch
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from flask import Flask, request
 
@@ -24,13 +24,14 @@ if TYPE_CHECKING:
 _RULE_KEY = "monitor_worker.rule"
 
 
-def _remember_rule() -> None:
+def _remember_rule(endpoint: str | None, values: dict[str, Any] | None) -> None:
     # Flask clears its request object from the environ when the request context ends, so the
-    # matched rule is copied into the environ before the view runs (the first
-    # before_request function: it runs for unmatched requests too, then finds no rule).
-    rule = request.url_rule
-    if rule is not None:
-        request.environ[_RULE_KEY] = rule.rule
+    # matched rule is copied into the environ before the view runs, by the first URL value
+    # preprocessor (called for every request, before the before_request functions).
+    if endpoint is not None:
+        rule = request.url_rule
+        if rule is not None:
+            request.environ[_RULE_KEY] = rule.rule
 
 
 def matched_rule(environ: wsgi.Environ) -> str | None:
@@ -44,7 +45,7 @@ def init_app(app: Flask, *, monitor: MetricsMonitor | None = None) -> None:
     if "monitor_worker" in app.extensions:
         return  # already tracked: a second call would count each request twice
     app.extensions["monitor_worker"] = True
-    app.before_request_funcs.setdefault(None, []).insert(0, _remember_rule)
+    app.url_value_preprocessors.setdefault(None, []).insert(0, _remember_rule)
     app.wsgi_app = wsgi.MetricsMiddleware(  # type: ignore[method-assign]
         app.wsgi_app, matched_rule, monitor=monitor, unmatched_statuses=(405,)
     )

@@ -68,36 +68,59 @@ class MetricsMiddleware:
 
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
         method = environ.get("REQUEST_METHOD", "GET")
-        recorder = self._recorder
-        if recorder.skip(method, environ.get("PATH_INFO", "")):
+        if self._recorder.skip(method, environ.get("PATH_INFO", "")):
             return self.app(environ, start_response)
-        started = _perf()
-        status: list[Any] = [None]
-
-        def start(status_line: str, headers: list[Any], exc_info: Any = None) -> Any:
-            try:
-                status[0] = int(status_line[:3])
-            except (TypeError, ValueError):
-                status[0] = None
-            if exc_info is None:
-                return start_response(status_line, headers)
-            return start_response(status_line, headers, exc_info)
-
-        def finish(override: int | None) -> None:
-            recorder.record(
-                method,
-                lambda: self._endpoint(environ),
-                status[0] if override is None else override,
-                started,
-                self._unmatched,
-            )
-
+        exchange = _Exchange(self, environ, start_response, method)
         try:
-            body = self.app(environ, start)
+            body = self.app(environ, exchange.start)
         except BaseException as exc:
-            finish(status_of_exception(exc))
+            exchange.finish(status_of_exception(exc))
             raise
         if type(body) is list or type(body) is tuple:
-            finish(None)  # the whole body is handed over now
+            exchange.finish(None)  # the whole body is handed over now
             return body
-        return TimedBody(body, finish)
+        exchange._inner = body
+        return exchange
+
+
+class _Exchange(TimedBody):
+    """One request: its ``start_response``, and its body timed to the end."""
+
+    __slots__ = ("_environ", "_method", "_middleware", "_start_response", "_started", "_status")
+
+    def __init__(
+        self,
+        middleware: MetricsMiddleware,
+        environ: Environ,
+        start_response: StartResponse,
+        method: str,
+    ) -> None:
+        super().__init__(())
+        self._middleware = middleware
+        self._environ = environ
+        self._start_response = start_response
+        self._method = method
+        self._status: str | None = None
+        self._started = _perf()
+
+    def start(self, status: str, headers: list[Any], exc_info: Any = None) -> Any:
+        self._status = status
+        if exc_info is None:
+            return self._start_response(status, headers)
+        return self._start_response(status, headers, exc_info)
+
+    def finish(self, status: int | None) -> None:
+        if status is None:
+            try:
+                status = int(self._status[:3])  # type: ignore[index]
+            except (TypeError, ValueError):
+                status = None
+        middleware = self._middleware
+        middleware._recorder.record(
+            self._method,
+            middleware._endpoint,
+            self._environ,
+            status,
+            self._started,
+            middleware._unmatched,
+        )
