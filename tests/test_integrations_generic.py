@@ -4,6 +4,7 @@ ASGI client, the path heuristic end to end, and hostile input (many raw paths, o
 from __future__ import annotations
 
 import asyncio
+import logging
 import string
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -225,3 +226,17 @@ def test_hostile_paths_are_recorded_safely(settings: Settings, monitor: MetricsM
 async def _asgi_ok(scope: Any, receive: Any, send: Any) -> None:
     await send({"type": "http.response.start", "status": 200, "headers": []})
     await send({"type": "http.response.body", "body": b"ok"})
+
+
+def test_a_fault_in_the_middleware_never_reaches_the_request(
+    monitor: MetricsMonitor, caplog: pytest.LogCaptureFixture
+) -> None:
+    def broken(environ: Any) -> str | None:
+        raise LookupError("the route table is gone")
+
+    client = Client(wsgi.MetricsMiddleware(_ok, broken, monitor=monitor))
+    with caplog.at_level(logging.WARNING, logger="monitor_worker.integrations"):
+        assert all(_get(client, f"/x/{i}") == 200 for i in range(20))
+    assert caplog.text.count("request tracking failed") == 1
+    assert "LookupError" in caplog.text
+    assert monitor.get_metrics_summary()["api"] == {}
