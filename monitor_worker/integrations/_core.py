@@ -201,7 +201,10 @@ class Recorder:
     def skip(self, method: str, path: str) -> bool:
         """True when the request is not to be recorded (a fault here skips it too)."""
         try:
-            return self.rules.skip(method, path)
+            rules = self._rules
+            if rules is None:
+                rules = self.rules
+            return rules.skip(method, path)
         except Exception as exc:
             self.fault(exc)
             return True

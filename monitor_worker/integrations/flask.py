@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from flask import Flask, request
+from flask import Flask, got_request_exception, request
 
 from . import wsgi
 
@@ -24,14 +24,28 @@ if TYPE_CHECKING:
 _RULE_KEY = "monitor_worker.rule"
 
 
-def _remember_rule(endpoint: str | None, values: dict[str, Any] | None) -> None:
-    # Flask clears its request object from the environ when the request context ends, so the
-    # matched rule is copied into the environ before the view runs, by the first URL value
-    # preprocessor (called for every request, before the before_request functions).
-    if endpoint is not None:
-        rule = request.url_rule
+class _Exchange(wsgi.Exchange):
+    __slots__ = ()
+
+    def start(self, status: str, headers: list[Any], exc_info: Any = None) -> Any:
+        # Flask starts the response inside its request context: the matched rule is read
+        # from the request werkzeug keeps in the environ (Flask clears it as the context ends).
+        rule = getattr(self._environ.get("werkzeug.request"), "url_rule", None)
         if rule is not None:
-            request.environ[_RULE_KEY] = rule.rule
+            self._environ[_RULE_KEY] = rule.rule
+        return super().start(status, headers, exc_info)
+
+
+class _Middleware(wsgi.MetricsMiddleware):
+    exchange_class = _Exchange
+
+
+def _remember_rule(sender: Flask, **extra: Any) -> None:
+    # A view raised and Flask propagates the exception (testing, PROPAGATE_EXCEPTIONS): no
+    # response is started, so the rule is kept here, while the request context is active.
+    rule = request.url_rule
+    if rule is not None:
+        request.environ[_RULE_KEY] = rule.rule
 
 
 def matched_rule(environ: wsgi.Environ) -> str | None:
@@ -45,7 +59,7 @@ def init_app(app: Flask, *, monitor: MetricsMonitor | None = None) -> None:
     if "monitor_worker" in app.extensions:
         return  # already tracked: a second call would count each request twice
     app.extensions["monitor_worker"] = True
-    app.url_value_preprocessors.setdefault(None, []).insert(0, _remember_rule)
-    app.wsgi_app = wsgi.MetricsMiddleware(  # type: ignore[method-assign]
+    got_request_exception.connect(_remember_rule, app)
+    app.wsgi_app = _Middleware(  # type: ignore[method-assign]
         app.wsgi_app, matched_rule, monitor=monitor, unmatched_statuses=(405,)
     )

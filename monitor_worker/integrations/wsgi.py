@@ -66,11 +66,13 @@ class MetricsMiddleware:
         self._recorder = Recorder(monitor)
         self._unmatched = unmatched_statuses
 
+    exchange_class: type[Exchange]
+
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
         method = environ.get("REQUEST_METHOD", "GET")
         if self._recorder.skip(method, environ.get("PATH_INFO", "")):
             return self.app(environ, start_response)
-        exchange = _Exchange(self, environ, start_response, method)
+        exchange = self.exchange_class(self, environ, start_response, method)
         try:
             body = self.app(environ, exchange.start)
         except BaseException as exc:
@@ -83,7 +85,7 @@ class MetricsMiddleware:
         return exchange
 
 
-class _Exchange(TimedBody):
+class Exchange(TimedBody):
     """One request: its ``start_response``, and its body timed to the end."""
 
     __slots__ = ("_environ", "_method", "_middleware", "_start_response", "_started", "_status")
@@ -95,7 +97,9 @@ class _Exchange(TimedBody):
         start_response: StartResponse,
         method: str,
     ) -> None:
-        super().__init__(())
+        self._inner: Iterable[Any] = ()
+        self._finish = None
+        self._open = True
         self._middleware = middleware
         self._environ = environ
         self._start_response = start_response
@@ -124,3 +128,6 @@ class _Exchange(TimedBody):
             self._started,
             middleware._unmatched,
         )
+
+
+MetricsMiddleware.exchange_class = Exchange
