@@ -148,6 +148,9 @@ class Settings:
     queue_growth_checks: int = 3
     queue_growth_min: int = 20
     pending_threshold: int = 100_000
+    exclude_paths: tuple[str, ...] = ("/health*", "/metrics", "/static/*", "/favicon.ico")
+    track_unmatched: bool = True
+    endpoint_style: str = "route"
     archive_interval_s: float = 60.0
     history_url: str = ""
     # 0: the history store's own default (see history_retention)
@@ -228,6 +231,10 @@ class Settings:
             if variable is not None and f.name not in values:
                 read = _READER_OF_TYPE[str(f.type)]
                 values[f.name] = read(r, variable, getattr(built_in, f.name))
+        for name, empty in _EMPTY_MEANS_NONE.items():
+            raw = env.get(_ENV_OF_FIELD[name])
+            if raw is not None and not raw.strip():
+                values[name] = empty
         for name, value in (defaults or {}).items():
             if not env.get(_ENV_OF_FIELD.get(name, ""), "").strip():
                 values[name] = value
@@ -280,11 +287,16 @@ _ENV_OF_FIELD = {
     "queue_growth_checks": "MONITOR_QUEUE_GROWTH_CHECKS",
     "queue_growth_min": "MONITOR_QUEUE_GROWTH_MIN",
     "pending_threshold": "MONITOR_PENDING_THRESHOLD",
+    "exclude_paths": "MONITOR_EXCLUDE_PATHS",
+    "track_unmatched": "MONITOR_TRACK_UNMATCHED",
+    "endpoint_style": "MONITOR_ENDPOINT_STYLE",
     "archive_interval_s": "MONITOR_ARCHIVE_INTERVAL",
     "history_url": "MONITOR_HISTORY_URL",
     "history_minutes_retention_s": "MONITOR_HISTORY_MINUTES_RETENTION",
     "history_hours_retention_s": "MONITOR_HISTORY_HOURS_RETENTION",
 }
+# variables whose empty value means "none" rather than the default
+_EMPTY_MEANS_NONE = {"exclude_paths": ()}
 
 
 def _env_name(message: str) -> str:
@@ -365,6 +377,11 @@ def _check(s: Settings) -> None:
             bad(name, f"must be a number >= 0 and at most {MAX_COUNT}")
     if not 100 <= s.error_status_min <= 599:
         bad("error_status_min", "must be an HTTP status code 100-599")
+    if s.endpoint_style not in ("route", "method_route"):
+        bad("endpoint_style", "must be one of route, method_route")
+    for glob in s.exclude_paths:
+        if not glob.startswith(("/", "*")):
+            bad("exclude_paths", f"each glob must start with '/' or '*' ({glob!r} does not)")
     if s.flush_mode not in ("auto", "thread", "inline"):
         bad("flush_mode", "must be one of auto, thread, inline")
     if s.shards > 1024:
