@@ -6,11 +6,13 @@ Task names are fixed: ``monitor_worker.aggregate``, ``monitor_worker.check_alert
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any
 
 from . import metrics_monitor
 from .celery import app
+from .errors import HistoryStoreError
 from .schedule import (
     TASK_AGGREGATE,
     TASK_ARCHIVE,
@@ -19,6 +21,8 @@ from .schedule import (
     TASK_DELIVER_ALERTS,
 )
 from .store import record_heartbeat
+
+log = logging.getLogger("monitor_worker.tasks")
 
 
 def _heartbeat() -> None:
@@ -71,12 +75,16 @@ def deliver_alerts() -> dict[str, int]:
 
 
 @app.task(name=TASK_ARCHIVE, ignore_result=True)
-def archive() -> dict[str, int]:
+def archive() -> dict[str, Any]:
     """Archive closed minutes into history; bounded by the beat interval. When the history
-    store is down this fails (logged) and the next run catches up."""
+    store is down this logs one warning and the next run catches up."""
     _heartbeat()
     budget = max(1.0, 0.9 * metrics_monitor.settings.archive_interval_s)
-    result = metrics_monitor.archive(budget_s=budget)
+    try:
+        result = metrics_monitor.archive(budget_s=budget)
+    except HistoryStoreError as exc:
+        log.warning("archive: %s; the next run catches up", exc)
+        return {"error": str(exc)}
     return {
         "minutes": result.minutes,
         "rows": result.rows,

@@ -522,3 +522,21 @@ def test_postgresql_without_migrate_or_driver_says_what_to_do(settings: Settings
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30)
     assert "pip install 'monitor-worker[postgresql]'" in out.stdout, out.stderr
     assert "secret" not in out.stdout + out.stderr
+
+
+def test_archive_task_logs_one_warning_when_postgresql_is_down(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from monitor_worker import tasks
+
+    from .conftest import free_port
+
+    url = f"postgresql://postgres:secret@127.0.0.1:{free_port()}/test"
+    m = MetricsMonitor(settings=settings.with_overrides(history_url=url))
+    monkeypatch.setattr(tasks, "metrics_monitor", m)
+    with caplog.at_level(logging.WARNING, logger="monitor_worker.tasks"):
+        result = tasks.archive.run()
+    assert "history store postgresql://postgres:***@127.0.0.1" in result["error"]
+    assert [r.levelname for r in caplog.records] == ["WARNING"]
+    assert "secret" not in caplog.text + result["error"]
+    m.close()
