@@ -132,13 +132,16 @@ def fill(store: HistoryStore, endpoints: list[str], shards: int, now: float, qui
     for e in endpoints:
         by_shard.setdefault(shard_of(e, shards), []).append(e)
     written = 0
-    # hours before the minute retention: one snapshot per endpoint-hour (an hour of traffic)
-    for hour in range(first_hour, first_minute - first_minute % 3600, 3600):
+    # hours before the minute retention: one snapshot per endpoint-hour (an hour of traffic),
+    # a day of them per write
+    last_hour = first_minute - first_minute % 3600
+    for day in range(first_hour, last_hour, 86400):
         for src, names in by_shard.items():
             snaps: list[Snapshot] = []
-            for name in names:
-                row, bins = rng.choice(hour_pool)
-                snaps.append(("a", name, hour, Row(row.n, row.e, row.s, None, dict(bins))))
+            for hour in range(day, min(day + 86400, last_hour), 3600):
+                for name in names:
+                    row, bins = rng.choice(hour_pool)
+                    snaps.append(("a", name, hour, Row(row.n, row.e, row.s, None, dict(bins))))
             store.write(src, snaps, now)
     # minutes of the minute retention, one hour per write and shard
     for hour in range(first_minute - first_minute % 3600, last_minute + 1, 3600):
