@@ -27,7 +27,7 @@ import _common as common
 
 from monitor_worker.config import Settings
 from monitor_worker.history import HistoryStore
-from monitor_worker.history.rollup import Row, Snapshot
+from monitor_worker.history.codec import Row, Snapshot
 from monitor_worker.keys import shard_of
 from monitor_worker.monitor import MetricsMonitor
 from monitor_worker.windows import bin_of

@@ -23,7 +23,8 @@ from monitor_worker.config import Settings
 from monitor_worker.errors import MonitorError
 from monitor_worker.history import query
 from monitor_worker.history.archive import CHUNK_MINUTES, grace_s
-from monitor_worker.history.rollup import Row, quantile
+from monitor_worker.history.codec import Row
+from monitor_worker.history.rollup import quantile
 from monitor_worker.keys import Keys
 from monitor_worker.monitor import MetricsMonitor
 

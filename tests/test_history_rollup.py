@@ -6,21 +6,17 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from monitor_worker.history.rollup import (
+from monitor_worker.history.codec import (
     Row,
-    Series,
-    check_step,
     decode_bins,
     decode_minutes,
     decode_period,
     encode_bins,
     encode_minutes,
     encode_period,
-    merge,
-    merge_ranges,
     packed_quantile,
-    quantile,
 )
+from monitor_worker.history.rollup import Series, check_step, merge, merge_ranges, quantile
 from monitor_worker.windows import ZERO_BIN, bin_of
 
 DAY = 86400

@@ -18,7 +18,8 @@ from typing import Any, Protocol
 
 from ..config import Settings
 from .archive import Archiver, ArchiveResult
-from .rollup import KINDS, LEVEL_OF_STEP, Row, Series, Snapshot, check_range, check_step
+from .codec import Row, Snapshot
+from .rollup import KINDS, LEVEL_OF_STEP, Series, check_range, check_step
 
 __all__ = ["ArchiveResult", "Archiver", "HistoryStore", "open_store", "query"]
 

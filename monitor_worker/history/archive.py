@@ -27,7 +27,8 @@ from .. import queues, scripts
 from ..config import BUCKET_S, Settings
 from ..keys import Keys, shard_of
 from ..windows import Window, bucket_of
-from .rollup import Snapshot, merge_ranges, queue_snapshots, snapshots_of_bucket
+from .codec import Snapshot
+from .rollup import merge_ranges, queue_snapshots, snapshots_of_bucket
 
 if TYPE_CHECKING:
     from . import HistoryStore

@@ -32,19 +32,8 @@ except ImportError:  # the postgresql extra is not installed: PostgresHistory sa
 
 from ..config import Settings, redact_url
 from ..errors import HistoryStoreError
-from .rollup import (
-    DAY_S,
-    Row,
-    RowKey,
-    Snapshot,
-    decode_bins,
-    encode_bins,
-    expired,
-    keys_of,
-    merge,
-    merge_ranges,
-    union,
-)
+from .codec import Row, RowKey, Snapshot, decode_bins, encode_bins
+from .rollup import DAY_S, expired, keys_of, merge, merge_ranges, union
 
 log = logging.getLogger("monitor_worker.history")
 

@@ -15,10 +15,7 @@ from typing import Any
 from .. import scripts
 from ..config import Settings
 from ..keys import Keys
-from .rollup import (
-    KINDS,
-    LEVEL_S,
-    MINUTE_S,
+from .codec import (
     Row,
     RowKey,
     Snapshot,
@@ -28,6 +25,11 @@ from .rollup import (
     encode_bins,
     encode_minutes,
     encode_period,
+)
+from .rollup import (
+    KINDS,
+    LEVEL_S,
+    MINUTE_S,
     expired,
     keys_of,
     merge,
