@@ -541,3 +541,13 @@ def test_archive_task_logs_one_warning_when_postgresql_is_down(
     assert [r.levelname for r in caplog.records] == ["WARNING"]
     assert "secret" not in caplog.text + result["error"]
     m.close()
+
+
+def test_a_huge_range_reads_only_what_the_retention_keeps(monitor: MetricsMonitor) -> None:
+    _traffic(monitor, 60, ["/a/"])
+    monitor.archive(now=AFTER)
+    started = time.monotonic()
+    h = monitor.get_history(1, 1e11, step="1h", now=AFTER)
+    assert time.monotonic() - started < 10
+    assert _totals(h, "/a/") == (180, 18)
+    assert monitor.get_history(AFTER + 86400, 1e11, step="1h", now=AFTER)["api"] == {}

@@ -19,7 +19,7 @@ from typing import Any, Protocol
 from ..config import Settings
 from .archive import Archiver, ArchiveResult
 from .codec import Row, Snapshot
-from .rollup import KINDS, LEVEL_OF_STEP, Series, check_range, check_step
+from .rollup import DAY_S, KINDS, LEVEL_OF_STEP, MINUTE_S, Series, check_range, check_step
 
 __all__ = ["ArchiveResult", "Archiver", "HistoryStore", "open_store", "query"]
 
@@ -78,10 +78,17 @@ def query(
     if endpoint is not None and (not isinstance(endpoint, str) or not endpoint):
         raise ValueError(f"endpoint must be a non-empty str or None (got {endpoint!r})")
     step_s = check_step(step, since, at, store.minutes_retention_s)
-    start = since - since % step_s
-    only = {k.code: endpoint for k in KINDS.values() if k.by_endpoint and endpoint is not None}
     series = Series(step_s)
-    for code, name, t, row in store.read(LEVEL_OF_STEP[step], start, until, only):
+    # Nothing is kept from before the retention or after now: the range read is bounded
+    # whatever the caller asks (a day of slack covers the alignment of day rows).
+    oldest = at - store.hours_retention_s - DAY_S
+    start = max(since, oldest)
+    start -= start % step_s
+    end = min(until, at + MINUTE_S)
+    if end < start:
+        return series.document([])
+    only = {k.code: endpoint for k in KINDS.values() if k.by_endpoint and endpoint is not None}
+    for code, name, t, row in store.read(LEVEL_OF_STEP[step], start, end, only):
         if t >= start:
             series.add(code, name, t, row)
-    return series.document(store.gaps(start, until))
+    return series.document(store.gaps(start, end))
