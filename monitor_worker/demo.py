@@ -38,8 +38,10 @@ def synthetic_request(rng: random.Random) -> tuple[str, float, int]:
     return endpoint, rng.lognormvariate(-1.6, 0.4), 200
 
 
-def run_demo(duration_s: float = 0.0) -> int:
+def run_demo(duration_s: float = 0.0, web_port: int | None = 8350) -> int:
+    """Run the demo; ``web_port`` None runs it without the dashboard."""
     from .embedded import EmbeddedRedis
+    from .web import server as web
 
     settings = Settings.from_env()
     server: EmbeddedRedis | None = None
@@ -67,6 +69,7 @@ def run_demo(duration_s: float = 0.0) -> int:
         env=env,
         start_new_session=True,
     )
+    dashboard = None if web_port is None else web.start_beside(web_port, env)
     sys.stdout.write(
         "demo: synthetic traffic running; alerts appear within about a minute (Ctrl-C to stop)\n"
     )
@@ -93,6 +96,7 @@ def run_demo(duration_s: float = 0.0) -> int:
         pass
     finally:
         monitor.close()
+        web.stop(dashboard)
         worker.terminate()
         try:
             worker.wait(20)

@@ -46,7 +46,8 @@ return queued
 # KEYS: roll hash, leases zset, raw list, stats hash.
 # ARGV: shard key base, window start bucket, window end bucket, the real clock's bucket,
 #       how many buckets the roll may trail by, raw-event budget.
-# Returns {fast, hashes, claimed batches' elements, newest raw elements, queued}: with
+# Returns {fast, hashes, claimed batches' elements, newest raw elements, queued, trimmed
+# (raw events trimmed and not yet counted in a bucket by APPLY)}: with
 # fast = 1 the first hash is the roll and the others are buckets to subtract from it; with
 # fast = 0 the hashes are the window's buckets, to add up.
 # Guarantees: one consistent snapshot of the shard (a script runs atomically), so a batch
@@ -86,7 +87,8 @@ while total < budget do
   first = first + 64
 end
 local queued = redis.call('HGET', KEYS[4], 'queued') or '0'
-return {fast and 1 or 0, hashes, claimed, raw, queued}
+local trimmed = redis.call('HGET', KEYS[4], 'trimmed') or '0'
+return {fast and 1 or 0, hashes, claimed, raw, queued, trimmed}
 """
 )
 
@@ -155,14 +157,16 @@ return out
 """
 
 # Apply one folded batch to the minute buckets and the rolling window, then delete it.
-# KEYS: batch list, leases zset, roll hash, stats hash, batch-counts hash.
+# KEYS: batch list, leases zset, roll hash, stats hash, batch-counts hash, totals hash.
 # ARGV: shard key base, batch id ('' = only move the window), window start bucket, now
 #       bucket, window buckets, bucket ttl, #api records, #payment records, #counter records,
-#       #roll records, then records: api (bucket, endpoint, count, errors, sum_s, at_or_below,
-#       bins), payment (bucket, reason, count, amount), counter (bucket, name, n), roll
+#       #roll records, totals ttl, then records: api (bucket, endpoint, count, errors, sum_s,
+#       at_or_below, bins), payment (bucket, reason, count, amount), counter (bucket, name, n), roll
 #       (endpoint, count, errors, sum_s, at_or_below, bins: the api records of buckets from
 #       the window start on, summed per endpoint, so the roll's bins are merged once each).
-# Invariant: roll = sum of the buckets from roll._:start on.
+# Invariant: roll = sum of the buckets from roll._:start on; totals (c:, e:, pc: fields) count
+# every request, error and payment failure ever applied (the /metrics counters), so they move
+# with the buckets in this one step and never go down.
 # Guarantees: all of a batch or none of it is counted, and the batch list is deleted in the
 # same step, so a batch is applied at most once even when a retried call or a second
 # aggregator applies it again (the second call finds no batch and returns 0).
@@ -255,12 +259,17 @@ local function add(b, f, v, kind, to_roll)
   end
 end
 
-local i = 11
+local totals = KEYS[6]
+local i = 12
 local each = not summed
 for _ = 1, tonumber(ARGV[7]) do
   local b, name = tonumber(ARGV[i]), ARGV[i + 1]
   add(b, 'c:' .. name, ARGV[i + 2], 'i', each)
-  if ARGV[i + 3] ~= '0' then add(b, 'e:' .. name, ARGV[i + 3], 'i', each) end
+  redis.call('HINCRBY', totals, 'c:' .. name, ARGV[i + 2])
+  if ARGV[i + 3] ~= '0' then
+    add(b, 'e:' .. name, ARGV[i + 3], 'i', each)
+    redis.call('HINCRBY', totals, 'e:' .. name, ARGV[i + 3])
+  end
   add(b, 's:' .. name, ARGV[i + 4], 'f', each)
   if ARGV[i + 5] ~= '0' then add(b, 'l:' .. name, ARGV[i + 5], 'i', each) end
   add(b, 'h:' .. name, ARGV[i + 6], 'h', each)
@@ -270,6 +279,7 @@ for _ = 1, tonumber(ARGV[8]) do
   local b, name = tonumber(ARGV[i]), ARGV[i + 1]
   add(b, 'pc:' .. name, ARGV[i + 2], 'i', true)
   add(b, 'pa:' .. name, ARGV[i + 3], 'f', true)
+  redis.call('HINCRBY', totals, 'pc:' .. name, ARGV[i + 2])
   i = i + 4
 end
 for _ = 1, tonumber(ARGV[9]) do
@@ -294,6 +304,7 @@ if trimmed and tonumber(trimmed) > 0 then
 end
 for k in pairs(touched) do redis.call('EXPIRE', k, ttl) end
 redis.call('EXPIRE', roll, ttl)
+if redis.call('EXISTS', totals) == 1 then redis.call('EXPIRE', totals, ARGV[11]) end
 if ARGV[2] ~= '' then
   redis.call('DEL', KEYS[1])
   redis.call('ZREM', KEYS[2], ARGV[2])

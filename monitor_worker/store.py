@@ -26,10 +26,19 @@ from redis.retry import Retry
 from . import scripts
 from .config import Settings, redact_url
 from .events import element_count
-from .keys import LEASE_MS, PUSH_DEDUPE_TTL_S, RAW_TTL_S, Keys, ShardKeys, bucket_ttl_s
+from .keys import (
+    LEASE_MS,
+    PUSH_DEDUPE_TTL_S,
+    RAW_TTL_S,
+    TOTALS_TTL_S,
+    Keys,
+    ShardKeys,
+    bucket_ttl_s,
+)
 from .windows import (
     ApiAcc,
     Delta,
+    PayAcc,
     Window,
     bucket_of,
     cap_names,
@@ -172,8 +181,9 @@ def _acc_fields(acc: ApiAcc) -> list[Any]:
 
 
 def _records(delta: Delta, start: int) -> list[Any]:
-    """APPLY's arguments: per-bucket records, then the api records of buckets from ``start``
-    on summed per endpoint (the roll merges each endpoint's bins once per batch)."""
+    """APPLY's arguments: record counts, the totals' TTL, per-bucket records, then the api
+    records of buckets from ``start`` on summed per endpoint (the roll merges each endpoint's
+    bins once per batch)."""
     api: list[Any] = []
     summed: dict[str, ApiAcc] = {}
     for (bucket, endpoint), acc in delta.api.items():
@@ -193,7 +203,7 @@ def _records(delta: Delta, start: int) -> list[Any]:
     for endpoint, acc in summed.items():
         roll += [endpoint, *_acc_fields(acc)]
     counts = [len(delta.api), len(delta.pay), len(delta.counters), len(summed)]
-    return [*counts, *api, *pay, *counters, *roll]
+    return [*counts, TOTALS_TTL_S, *api, *pay, *counters, *roll]
 
 
 class Aggregator:
@@ -308,6 +318,7 @@ class Aggregator:
                 sk.roll,
                 sk.stats,
                 sk.batch_counts,
+                sk.totals,
             ],
             args=[
                 sk.base,
@@ -349,8 +360,9 @@ def read_window(client: Client, settings: Settings, now: float) -> WindowRead:
     unread = 0
     budget = PENDING_READ_MAX  # events left to fold in, over all shards
     read_shard = Scripts.of(client).read_shard
+    trimmed = 0
     for sk in keys.all_shards():
-        fast, hashes, claimed, raw, queued = read_shard(
+        fast, hashes, claimed, raw, queued, shard_trimmed = read_shard(
             keys=[sk.roll, sk.leases, sk.raw, sk.stats],
             args=[sk.base, start, end, real_bucket, _FAST_PATH_MAX_LAG, max(budget, 0)],
         )
@@ -360,13 +372,70 @@ def read_window(client: Client, settings: Settings, now: float) -> WindowRead:
         read = sum(element_count(e) for e in raw)
         budget -= read
         unread += max(0, int(queued) - read)  # counted, not folded in
+        trimmed += int(shard_trimmed)
         pending += claimed
         pending += raw
+    if end >= real_bucket and trimmed:  # trimmed now, counted in a bucket by the next APPLY
+        window.counters["trimmed"] = window.counters.get("trimmed", 0) + trimmed
     admitted = {m.decode() for m in client.smembers(keys.endpoints)}
-    reasons = {m.decode() for m in client.smembers(keys.reasons)}
-    _add_pending(window, pending, settings, now, start, end, admitted, reasons)
+    delta = _pending_delta(client, keys, pending, settings, now, start, admitted)
+    if delta is not None:
+        window.add_delta(delta, start, end)
     pending_total = unread + sum(element_count(e) for e in pending)
     return WindowRead(window, pending_total, unread, len(admitted))
+
+
+def read_series(client: Client, settings: Settings, now: float) -> dict[int, Window]:
+    """One window per minute bucket (bucket -> Window) of the window ending at ``now``,
+    including raw events not aggregated yet (the newest ``PENDING_READ_MAX`` of them)."""
+    keys = Keys(settings.key_prefix, settings.shards)
+    start, end = window_start(now, settings.window_s), bucket_of(now)
+    minutes = {b: Window() for b in range(start, end + 1)}
+    pending: list[bytes] = []
+    budget = PENDING_READ_MAX
+    read_shard = Scripts.of(client).read_shard
+    for sk in keys.all_shards():
+        # a lag of -1 turns the roll off: the hashes are the buckets start..end, in order
+        _, hashes, claimed, raw, _, _ = read_shard(
+            keys=[sk.roll, sk.leases, sk.raw, sk.stats],
+            args=[sk.base, start, end, bucket_of(time.time()), -1, max(budget, 0)],
+        )
+        for bucket, flat in zip(range(start, end + 1), hashes, strict=True):
+            if flat:
+                minutes[bucket].add_fields(dict(zip(flat[0::2], flat[1::2], strict=True)))
+        budget -= sum(element_count(e) for e in raw)
+        pending += claimed
+        pending += raw
+    delta = _pending_delta(client, keys, pending, settings, now, start)
+    if delta is not None:
+        for (bucket, endpoint), acc in delta.api.items():
+            if bucket in minutes:
+                minutes[bucket].api.setdefault(endpoint, ApiAcc()).merge(acc)
+        for (bucket, reason), pay in delta.pay.items():
+            if bucket in minutes:
+                total = minutes[bucket].pay.setdefault(reason, PayAcc())
+                total.count += pay.count
+                total.amount += pay.amount
+    return minutes
+
+
+def read_totals(client: Client, settings: Settings) -> dict[str, dict[str, int]]:
+    """Every request, error and payment failure aggregated so far (monotonic counters):
+    ``{"requests": {endpoint: n}, "errors": {endpoint: n}, "payment_failures": {reason: n}}``."""
+    keys = Keys(settings.key_prefix, settings.shards)
+    pipe = client.pipeline(transaction=False)
+    for sk in keys.all_shards():
+        pipe.hgetall(sk.totals)
+    out: dict[str, dict[str, int]] = {"requests": {}, "errors": {}, "payment_failures": {}}
+    section = {b"c": out["requests"], b"e": out["errors"], b"pc": out["payment_failures"]}
+    for fields in pipe.execute():
+        for raw_key, raw_value in fields.items():
+            kind, _, name = raw_key.partition(b":")
+            target = section.get(kind)
+            if target is not None and name:
+                text = name.decode("utf-8", "replace")
+                target[text] = target.get(text, 0) + int(raw_value)
+    return out
 
 
 def _refused(names: set[str], admitted: set[str], cap: int) -> set[str]:
@@ -381,18 +450,21 @@ def _refused(names: set[str], admitted: set[str], cap: int) -> set[str]:
     return refused
 
 
-def _add_pending(
-    window: Window,
+def _pending_delta(
+    client: Client,
+    keys: Keys,
     entries: list[bytes],
     settings: Settings,
     now: float,
     start: int,
-    end: int,
-    admitted: set[str],
-    reasons: set[str],
-) -> None:
+    admitted: set[str] | None = None,
+) -> Delta | None:
+    """Raw events not aggregated yet, folded as an aggregator would (caps included)."""
     if not entries:
-        return
+        return None
+    if admitted is None:
+        admitted = {m.decode() for m in client.smembers(keys.endpoints)}
+    reasons = {m.decode() for m in client.smembers(keys.reasons)}
     # Clamp future stamps to the real clock, not to a past ``now``, so that events after a
     # past window's end stay outside it.
     fold_now = max(now, time.time())
@@ -410,7 +482,7 @@ def _add_pending(
         fold_now,
     )
     delta.counters.pop((bucket_of(fold_now), "too_old"), None)
-    window.add_delta(delta, start, end)
+    return delta
 
 
 def record_heartbeat(client: Client, settings: Settings, who: str, now: float) -> None:

@@ -241,8 +241,9 @@ def _name_of(raw: bytes) -> str | None:
 def cap_names(
     delta: Delta, refused_endpoints: set[str], refused_reasons: set[str], now: float
 ) -> None:
-    """Fold refused names (over the cardinality caps) into ``__other__``, counting the events."""
-    folded = 0
+    """Fold refused names (over the cardinality caps) into ``__other__``, counting the events:
+    API requests as ``folded``, payment failures as ``reasons_folded``."""
+    folded = reasons_folded = 0
     if refused_endpoints:
         for key in [k for k in delta.api if k[1] in refused_endpoints]:
             acc = delta.api.pop(key)
@@ -251,12 +252,14 @@ def cap_names(
     if refused_reasons:
         for key in [k for k in delta.pay if k[1] in refused_reasons]:
             pay = delta.pay.pop(key)
-            folded += pay.count
+            reasons_folded += pay.count
             total = delta.pay.setdefault((key[0], OTHER), PayAcc())
             total.count += pay.count
             total.amount += pay.amount
     if folded:
         delta.count(bucket_of(now), "folded", folded)
+    if reasons_folded:
+        delta.count(bucket_of(now), "reasons_folded", reasons_folded)
 
 
 @dataclass
@@ -359,6 +362,7 @@ class Window:
             "pending_unread": pending_unread,
             "dropped_events": self.dropped(),
             "endpoints_folded": self.counters.get("folded", 0),
+            "reasons_folded": self.counters.get("reasons_folded", 0),
         }
 
     def dropped(self) -> dict[str, int]:

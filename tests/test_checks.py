@@ -25,7 +25,7 @@ def test_check_celery_queue_records_evaluates_and_delivers(settings: Settings) -
     ]
     assert _keys(reports[0], "fired") == []
     assert _keys(reports[3], "fired") == ["celery_queue:emails", "celery_queue_growing:emails"]
-    summary = monitor.get_metrics_summary(extra_queues=("emails",))
+    summary = monitor.get_metrics_summary()
     emails = summary["celery"]["emails"]
     assert emails["length"] == 130 and emails["growing"] is True
     assert emails["growth_per_minute"] > 0
