@@ -46,11 +46,11 @@ def summary(now: float, **parts: Any) -> dict[str, Any]:
 
 
 def self_signed(common_name: str, cert: Path, key: Path) -> None:
-    """A throw-away self-signed certificate for ``common_name`` (an IP gets a SAN too)."""
+    """A throw-away self-signed CA certificate for ``common_name`` (an IP gets a SAN too)."""
+    san = ["-addext", f"subjectAltName=IP:{common_name}"] if common_name[0].isdigit() else []
     subprocess.run(
         ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-         "-subj", f"/CN={common_name}", "-addext", f"subjectAltName=IP:{common_name}"
-         if common_name[0].isdigit() else "basicConstraints=CA:TRUE",
+         "-subj", f"/CN={common_name}", *san, "-addext", "basicConstraints=critical,CA:TRUE",
          "-keyout", str(key), "-out", str(cert)],
         check=True, capture_output=True, timeout=60,
     )  # fmt: skip
