@@ -260,13 +260,20 @@ function renderHealth(health, summary, alerts) {
     ["Oldest undelivered", health.outbox_oldest_s === null ? "–" : duration(health.outbox_oldest_s), false],
     ["Deliveries", `${totals.sent} sent · ${totals.retrying} retried · ${totals.dropped} dropped`, false],
     ["Last Slack error", lastError ? `${when(lastError.t)}: ${lastError.error}` : "none", Boolean(lastError)],
-    ["Dropped events", JSON.stringify(summary.dropped_events), dropped > 0],
+    ["Dropped events", droppedText(summary.dropped_events), dropped > 0],
     ["Folded", `${summary.endpoints_folded} requests · ${summary.reasons_folded} payment failures`, false],
   ];
   dl.replaceChildren();
   for (const [name, value, bad] of rows) {
     dl.append(el("dt", null, name), el("dd", bad ? "bad" : null, value));
   }
+}
+
+function droppedText(dropped) {
+  const parts = Object.entries(dropped)
+    .filter(([, n]) => n > 0)
+    .map(([why, n]) => `${n.toLocaleString()} ${why.replace(/_/g, " ")}`);
+  return parts.length ? parts.join(" · ") : "none";
 }
 
 function renderSilences(data) {
