@@ -38,7 +38,6 @@ from .keys import (
 from .windows import (
     ApiAcc,
     Delta,
-    PayAcc,
     Window,
     bucket_of,
     cap_names,
@@ -385,38 +384,41 @@ def read_window(client: Client, settings: Settings, now: float) -> WindowRead:
     return WindowRead(window, pending_total, unread, len(admitted))
 
 
-def read_series(client: Client, settings: Settings, now: float) -> dict[int, Window]:
-    """One window per minute bucket (bucket -> Window) of the window ending at ``now``,
-    including raw events not aggregated yet (the newest ``PENDING_READ_MAX`` of them)."""
+@dataclass
+class MinutesRead:
+    """The raw minute buckets of a window: ``hashes[(shard, bucket)]`` is one bucket hash as
+    stored (field -> value), and ``pending`` the raw events not aggregated yet, folded."""
+
+    start: int
+    end: int
+    hashes: dict[tuple[int, int], dict[bytes, bytes]]
+    pending: Delta | None
+
+
+def read_minutes(client: Client, settings: Settings, now: float) -> MinutesRead:
+    """Every minute bucket of the window ending at ``now``, shard by shard, with the raw
+    events not aggregated yet (the newest ``PENDING_READ_MAX`` of them)."""
     keys = Keys(settings.key_prefix, settings.shards)
     start, end = window_start(now, settings.window_s), bucket_of(now)
-    minutes = {b: Window() for b in range(start, end + 1)}
+    hashes: dict[tuple[int, int], dict[bytes, bytes]] = {}
     pending: list[bytes] = []
     budget = PENDING_READ_MAX
     read_shard = Scripts.of(client).read_shard
     for sk in keys.all_shards():
         # a lag of -1 turns the roll off: the hashes are the buckets start..end, in order
-        _, hashes, claimed, raw, _, _ = read_shard(
+        _, shard_hashes, claimed, raw, _, _ = read_shard(
             keys=[sk.roll, sk.leases, sk.raw, sk.stats],
             args=[sk.base, start, end, bucket_of(time.time()), -1, max(budget, 0)],
         )
-        for bucket, flat in zip(range(start, end + 1), hashes, strict=True):
+        for bucket, flat in zip(range(start, end + 1), shard_hashes, strict=True):
             if flat:
-                minutes[bucket].add_fields(dict(zip(flat[0::2], flat[1::2], strict=True)))
+                hashes[sk.shard, bucket] = dict(zip(flat[0::2], flat[1::2], strict=True))
         budget -= sum(element_count(e) for e in raw)
         pending += claimed
         pending += raw
-    delta = _pending_delta(client, keys, pending, settings, now, start)
-    if delta is not None:
-        for (bucket, endpoint), acc in delta.api.items():
-            if bucket in minutes:
-                minutes[bucket].api.setdefault(endpoint, ApiAcc()).merge(acc)
-        for (bucket, reason), pay in delta.pay.items():
-            if bucket in minutes:
-                total = minutes[bucket].pay.setdefault(reason, PayAcc())
-                total.count += pay.count
-                total.amount += pay.amount
-    return minutes
+    return MinutesRead(
+        start, end, hashes, _pending_delta(client, keys, pending, settings, now, start)
+    )
 
 
 def read_totals(client: Client, settings: Settings) -> dict[str, dict[str, int]]:

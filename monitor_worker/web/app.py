@@ -33,7 +33,7 @@ from ..monitor import MetricsMonitor
 from ..store import REDIS_ERRORS as REDIS_FAULTS
 from ..store import describe_error
 from . import auth, openapi
-from .exposition import metrics_registry
+from .exposition import METRICS_VIEWS, metrics_registry
 from .views import Views
 
 log = logging.getLogger("monitor_worker.web")
@@ -228,14 +228,25 @@ class Handlers:
 
     def metrics(self, request: Request) -> Response:
         encoder, content_type = choose_encoder(request.headers.get("accept", ""))
-        return Response(encoder(self.registry), headers={"content-type": content_type})
+        body = self.views.body(
+            f"metrics {content_type}", METRICS_VIEWS, lambda: encoder(self.registry)
+        )
+        return Response(body, headers={"content-type": content_type})
 
     # the API
 
+    def json_view(self, name: str) -> Response:
+        """The view ``name`` with its ``generated_at``, as JSON rendered once per snapshot."""
+
+        def render() -> bytes:
+            value, generated_at = self.views.get(name)
+            return _json_bytes({"generated_at": generated_at, **value})
+
+        return Response(self.views.body(name, (name,), render), media_type="application/json")
+
     def view(self, name: str) -> Callable[[Request], Response]:
         def read(request: Request) -> Response:
-            value, generated_at = self.views.get(name)
-            return JSONResponse({"generated_at": generated_at, **value})
+            return self.json_view(name)
 
         read.__name__ = name
         return read
@@ -243,11 +254,9 @@ class Handlers:
     def summary(self, request: Request) -> Response:
         raw = request.query_params.get("now")
         if raw is None:
-            value, generated_at = self.views.get("summary")
-        else:
-            now = _number(raw, "now", 0.0, 1e11)
-            value, generated_at = self.views.fresh("summary", now), now
-        return JSONResponse({"generated_at": generated_at, **value})
+            return self.json_view("summary")
+        now = _number(raw, "now", 0.0, 1e11)
+        return JSONResponse({"generated_at": now, **self.views.fresh("summary", now)})
 
     def series(self, request: Request) -> Response:
         wanted = request.query_params.getlist("endpoint")
@@ -257,10 +266,10 @@ class Handlers:
             raise BadParameter("endpoint", f"endpoint: at most {MAX_SERIES_ENDPOINTS} of them")
         if any(not e or len(e) > MAX_NAME_LEN for e in wanted):
             raise BadParameter("endpoint", f"endpoint: 1 to {MAX_NAME_LEN} characters each")
+        if "*" in wanted:
+            return self.json_view("series")
         value, generated_at = self.views.get("series")
-        series = value["series"]
-        if "*" not in wanted:
-            series = {e: series.get(e, []) for e in wanted}
+        series = {e: value["series"].get(e, []) for e in wanted}
         return JSONResponse({"generated_at": generated_at, **value, "series": series})
 
     def queues(self, request: Request) -> Response:
@@ -334,6 +343,12 @@ class Handlers:
         who: auth.Identity = request.state.identity
         log.info("silence %r removed by %s", key, who.name)
         return JSONResponse({"removed": key})
+
+
+def _json_bytes(value: Any) -> bytes:
+    """JSON as Starlette's JSONResponse writes it (UTF-8, compact, no NaN)."""
+    text = json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+    return text.encode("utf-8")
 
 
 def _number(raw: str, name: str, low: float, high: float) -> float:

@@ -134,6 +134,7 @@ def _health(views: Views) -> Iterator[Metric]:
 
 
 SECTIONS: tuple[Section, ...] = (_requests, _window, _queues, _alerts, _health)
+METRICS_VIEWS = ("counters", "summary", "alerts", "health")  # the views the sections read
 
 
 class MonitorCollector(Collector):

@@ -21,42 +21,109 @@ from .. import alerting, checks, store, throttle
 from ..config import BUCKET_S
 from ..errors import MonitorError
 from ..monitor import MetricsMonitor
+from ..windows import ApiAcc, Window
 
 T = TypeVar("T")
-Loader = Callable[[MetricsMonitor, float], dict[str, Any]]
+Loader = Callable[["Views", float], dict[str, Any]]
 
 
-def load_summary(monitor: MetricsMonitor, now: float) -> dict[str, Any]:
-    return monitor.get_metrics_summary(now=now)
+def load_summary(views: Views, now: float) -> dict[str, Any]:
+    return views.monitor.get_metrics_summary(now=now)
 
 
-def load_series(monitor: MetricsMonitor, now: float) -> dict[str, Any]:
+def load_series(views: Views, now: float) -> dict[str, Any]:
     """Per-minute points of every endpoint and of payment failures over the window; minutes
     without requests (or failures) are left out."""
-    minutes = _read(monitor, lambda client: store.read_series(client, monitor.settings, now))
-    series: dict[str, list[dict[str, Any]]] = {}
-    payments: list[dict[str, Any]] = []
-    for bucket in sorted(minutes):
-        window = minutes[bucket]
-        t = bucket * BUCKET_S
-        for endpoint, stats in window.api_section().items():
-            series.setdefault(endpoint, []).append(
-                {
-                    "t": t,
-                    "requests": stats["total_requests"],
-                    "errors": stats["error_count"],
-                    "error_rate": stats["error_rate"],
-                    "avg_response_time": stats["avg_response_time"],
-                    "p95_response_time": stats["p95_response_time"],
-                }
-            )
-        failures = window.payments_section()["failures_last_hour"]
-        if failures:
-            payments.append({"t": t, "failures": failures})
-    return {"step_seconds": BUCKET_S, "series": dict(sorted(series.items())), "payments": payments}
+    monitor = views.monitor
+    read = _read(monitor, lambda client: store.read_minutes(client, monitor.settings, now))
+    return views.series.build(read)
 
 
-def load_alerts(monitor: MetricsMonitor, now: float) -> dict[str, Any]:
+def _point(t: int, acc: ApiAcc) -> dict[str, Any]:
+    stats = acc.stats()
+    p95 = stats["p95_response_time"]
+    return {  # rounded: the sketch is within 1 %, and 60,000 points make a large body
+        "t": t,
+        "requests": stats["total_requests"],
+        "errors": stats["error_count"],
+        "error_rate": round(stats["error_rate"], 4),
+        "avg_response_time": round(stats["avg_response_time"], 6),
+        "p95_response_time": None if p95 is None else round(p95, 6),
+    }
+
+
+class SeriesCache:
+    """Builds the series view, parsing each bucket hash once: a closed minute's hash rarely
+    changes, so a new snapshot parses the current minute and whatever changed, not the hour."""
+
+    def __init__(self) -> None:
+        # (shard, bucket) -> (digest of the hash, endpoint -> (acc, point), payment failures)
+        self._parsed: dict[tuple[int, int], tuple[int, dict[str, Any], int]] = {}
+        self._lock = threading.Lock()
+
+    def build(self, read: store.MinutesRead) -> dict[str, Any]:
+        with self._lock:
+            parsed = {key: self._parse(key, fields) for key, fields in read.hashes.items()}
+            self._parsed = parsed  # buckets gone from the window are forgotten
+        pending: dict[int, list[tuple[str, ApiAcc]]] = {}
+        pending_pay: dict[int, int] = {}
+        if read.pending is not None:
+            for (bucket, endpoint), acc in read.pending.api.items():
+                pending.setdefault(bucket, []).append((endpoint, acc))
+            for (bucket, _), pay in read.pending.pay.items():
+                pending_pay[bucket] = pending_pay.get(bucket, 0) + pay.count
+        shards_of: dict[int, list[dict[str, Any]]] = {}
+        failures_of: dict[int, int] = {}
+        for (_, bucket), (_, api, failures) in sorted(parsed.items()):
+            shards_of.setdefault(bucket, []).append(api)
+            failures_of[bucket] = failures_of.get(bucket, 0) + failures
+        series: dict[str, list[dict[str, Any]]] = {}
+        payments: list[dict[str, Any]] = []
+        for bucket in range(read.start, read.end + 1):
+            t = bucket * BUCKET_S
+            parts: dict[str, list[tuple[ApiAcc, dict[str, Any] | None]]] = {}
+            for api in shards_of.get(bucket, ()):
+                for endpoint, (acc, point) in api.items():
+                    parts.setdefault(endpoint, []).append((acc, point))
+            for endpoint, acc in pending.get(bucket, ()):
+                parts.setdefault(endpoint, []).append((acc, None))
+            for endpoint, found in parts.items():
+                point = found[0][1]
+                if len(found) > 1 or point is None:  # __other__ (every shard), or pending
+                    total = ApiAcc()
+                    for acc, _ in found:
+                        total.merge(acc)
+                    if total.count <= 0:
+                        continue
+                    point = _point(t, total)
+                series.setdefault(endpoint, []).append(point)
+            failures = failures_of.get(bucket, 0) + pending_pay.get(bucket, 0)
+            if failures:
+                payments.append({"t": t, "failures": failures})
+        return {
+            "step_seconds": BUCKET_S,
+            "series": dict(sorted(series.items())),
+            "payments": payments,
+        }
+
+    def _parse(
+        self, key: tuple[int, int], fields: dict[bytes, bytes]
+    ) -> tuple[int, dict[str, Any], int]:
+        digest = hash(frozenset(fields.items()))
+        cached = self._parsed.get(key)
+        if cached is not None and cached[0] == digest:
+            return cached
+        window = Window()
+        window.add_fields(fields)
+        t = key[1] * BUCKET_S
+        api = {ep: (acc, _point(t, acc)) for ep, acc in window.api.items() if acc.count > 0}
+        failures = sum(p.count for p in window.pay.values() if p.count > 0)
+        return digest, api, failures
+
+
+def load_alerts(views: Views, now: float) -> dict[str, Any]:
+    monitor = views.monitor
+
     def read(client: Any) -> dict[str, Any]:
         history = throttle.delivery_history(client, monitor.settings)
         return {
@@ -68,17 +135,19 @@ def load_alerts(monitor: MetricsMonitor, now: float) -> dict[str, Any]:
     return _read(monitor, read)
 
 
-def load_silences(monitor: MetricsMonitor, now: float) -> dict[str, Any]:
+def load_silences(views: Views, now: float) -> dict[str, Any]:
+    monitor = views.monitor
     silences = _read(monitor, lambda c: throttle.list_silences(c, monitor.settings, now))
     return {"silences": silences}
 
 
-def load_health(monitor: MetricsMonitor, now: float) -> dict[str, Any]:
-    return checks.health(monitor, now)
+def load_health(views: Views, now: float) -> dict[str, Any]:
+    return checks.health(views.monitor, now)
 
 
-def load_counters(monitor: MetricsMonitor, now: float) -> dict[str, Any]:
+def load_counters(views: Views, now: float) -> dict[str, Any]:
     """The monotonic counters of ``/metrics``."""
+    monitor = views.monitor
 
     def read(client: Any) -> dict[str, Any]:
         totals = store.read_totals(client, monitor.settings)
@@ -116,7 +185,26 @@ class Views:
         self.monitor = monitor
         self.max_age_s = monitor.settings.web_cache_s if max_age_s is None else max_age_s
         self._locks = {name: threading.Lock() for name in LOADERS}
+        self.series = SeriesCache()
         self._cache: dict[str, tuple[float, float, dict[str, Any]]] = {}
+        self._bodies: dict[str, tuple[tuple[float, ...], bytes]] = {}
+        self._body_locks: dict[str, threading.Lock] = {}
+        self._body_locks_lock = threading.Lock()
+
+    def body(self, kind: str, names: tuple[str, ...], render: Callable[[], bytes]) -> bytes:
+        """A response body of the views ``names``, rendered once per snapshot of them: every
+        viewer of one snapshot gets the same bytes (rendering 1,000 endpoints is the costly
+        part of a request, more than reading them)."""
+        with self._body_locks_lock:
+            lock = self._body_locks.setdefault(kind, threading.Lock())
+        with lock:
+            stamps = tuple(self.get(name)[1] for name in names)
+            cached = self._bodies.get(kind)
+            if cached is not None and cached[0] == stamps:
+                return cached[1]
+            rendered = render()
+            self._bodies[kind] = (stamps, rendered)
+            return rendered
 
     def get(self, name: str) -> tuple[dict[str, Any], float]:
         """The view ``name`` and the unix time it was generated; MonitorError when the store
@@ -126,13 +214,13 @@ class Views:
             if cached is not None and time.monotonic() - cached[0] < self.max_age_s:
                 return cached[2], cached[1]
             now = time.time()
-            value = LOADERS[name](self.monitor, now)
+            value = LOADERS[name](self, now)
             self._cache[name] = (time.monotonic(), now, value)
             return value, now
 
     def fresh(self, name: str, now: float) -> dict[str, Any]:
         """The view at ``now``, read now (never cached): ``summary?now=``."""
-        return LOADERS[name](self.monitor, now)
+        return LOADERS[name](self, now)
 
     def forget(self, name: str) -> None:
         """Drop a cached view (after a change made through the server, e.g. a new silence)."""
