@@ -24,6 +24,7 @@ SCRIPTS = (
     "profile_pipeline",
     "queue_inspection",
     "alert_latency",
+    "web",
 )
 FULL_LIMIT_S = 15 * 60
 

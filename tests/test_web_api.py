@@ -37,37 +37,23 @@ from .web_server import (
     XSS_ENDPOINT,
     WebServer,
     env_for,
-    module_settings,
-    seed_traffic,
 )
 
 pytestmark = pytest.mark.timeout(120)
 
 
 @pytest.fixture(scope="module")
-def seeded(redis_url: str) -> Iterator[tuple[Settings, dict[str, Any]]]:
-    with module_settings(redis_url) as settings:
-        yield settings, seed_traffic(settings)
-
-
-@pytest.fixture(scope="module")
-def server(seeded: tuple[Settings, dict[str, Any]]) -> Iterator[WebServer]:
-    with WebServer(env_for(seeded[0], MONITOR_WEB_CACHE_SECONDS="0")) as running:
-        yield running
-
-
-@pytest.fixture(scope="module")
-def http(server: WebServer) -> Iterator[requests.Session]:
+def http(web: WebServer) -> Iterator[requests.Session]:
     with requests.Session() as session:
         yield session
 
 
-def get(http: requests.Session, server: WebServer, path: str, **kw: Any) -> requests.Response:
-    return http.get(server.url + path.lstrip("/"), timeout=30, **kw)
+def get(http: requests.Session, web: WebServer, path: str, **kw: Any) -> requests.Response:
+    return http.get(web.url + path.lstrip("/"), timeout=30, **kw)
 
 
-def csrf(http: requests.Session, server: WebServer) -> str:
-    token: str = get(http, server, "api/v1/session").json()["csrf_token"]
+def csrf(http: requests.Session, web: WebServer) -> str:
+    token: str = get(http, web, "api/v1/session").json()["csrf_token"]
     return token
 
 
@@ -83,10 +69,10 @@ def assert_error(response: requests.Response, status: int, parameter: str | None
 
 
 def test_summary_is_the_monitor_summary_with_generated_at(
-    http: requests.Session, server: WebServer, seeded: tuple[Settings, dict[str, Any]]
+    http: requests.Session, web: WebServer, seeded: tuple[Settings, dict[str, Any]]
 ) -> None:
     expected = seeded[1]
-    body = get(http, server, "api/v1/summary").json()
+    body = get(http, web, "api/v1/summary").json()
     assert abs(body.pop("generated_at") - time.time()) < 30
     assert body["api"] == expected["api"]
     assert body["payments"] == expected["payments"]
@@ -95,21 +81,21 @@ def test_summary_is_the_monitor_summary_with_generated_at(
     assert body["reasons_folded"] == 0 and body["endpoints_folded"] == 0
 
 
-def test_summary_of_a_past_window(http: requests.Session, server: WebServer) -> None:
+def test_summary_of_a_past_window(http: requests.Session, web: WebServer) -> None:
     at = time.time() - 7200
-    body = get(http, server, "api/v1/summary", params={"now": at}).json()
+    body = get(http, web, "api/v1/summary", params={"now": at}).json()
     assert body["timestamp"] == pytest.approx(at) and body["generated_at"] == pytest.approx(at)
     assert body["api"] == {}
 
 
 @pytest.mark.parametrize("bad", ["abc", "-1", "0", "nan", "inf", "1e12", ""])
-def test_summary_rejects_a_bad_now(http: requests.Session, server: WebServer, bad: str) -> None:
-    assert_error(get(http, server, "api/v1/summary", params={"now": bad}), 400, "now")
+def test_summary_rejects_a_bad_now(http: requests.Session, web: WebServer, bad: str) -> None:
+    assert_error(get(http, web, "api/v1/summary", params={"now": bad}), 400, "now")
 
 
-def test_series_per_minute(http: requests.Session, server: WebServer) -> None:
+def test_series_per_minute(http: requests.Session, web: WebServer) -> None:
     params = [("endpoint", SLOW_ENDPOINT), ("endpoint", ERROR_ENDPOINT), ("endpoint", "/none/")]
-    body = get(http, server, "api/v1/series", params=params).json()
+    body = get(http, web, "api/v1/series", params=params).json()
     assert body["step_seconds"] == 60 and "generated_at" in body
     assert set(body["series"]) == {SLOW_ENDPOINT, ERROR_ENDPOINT, "/none/"}
     slow = body["series"][SLOW_ENDPOINT]
@@ -121,21 +107,19 @@ def test_series_per_minute(http: requests.Session, server: WebServer) -> None:
     assert sum(p["errors"] for p in errors) == 20
     assert body["series"]["/none/"] == []
     assert sum(p["failures"] for p in body["payments"]) == 15
-    everything = get(http, server, "api/v1/series", params={"endpoint": "*"}).json()
+    everything = get(http, web, "api/v1/series", params={"endpoint": "*"}).json()
     assert XSS_ENDPOINT in everything["series"] and len(everything["series"]) == 9
 
 
 @pytest.mark.parametrize(
     "params", [{}, {"endpoint": ""}, {"endpoint": "x" * 201}, [("endpoint", "/a/")] * 1001]
 )
-def test_series_rejects_bad_endpoints(
-    http: requests.Session, server: WebServer, params: Any
-) -> None:
-    assert_error(get(http, server, "api/v1/series", params=params), 400, "endpoint")
+def test_series_rejects_bad_endpoints(http: requests.Session, web: WebServer, params: Any) -> None:
+    assert_error(get(http, web, "api/v1/series", params=params), 400, "endpoint")
 
 
-def test_alerts_firing_and_deliveries(http: requests.Session, server: WebServer) -> None:
-    body = get(http, server, "api/v1/alerts").json()
+def test_alerts_firing_and_deliveries(http: requests.Session, web: WebServer) -> None:
+    body = get(http, web, "api/v1/alerts").json()
     firing = {a["key"]: a for a in body["firing"]}
     slow = firing["slow_response:" + SLOW_ENDPOINT]
     assert slow["since"] > 0 and slow["last_sent"] is not None
@@ -146,36 +130,36 @@ def test_alerts_firing_and_deliveries(http: requests.Session, server: WebServer)
     assert body["delivery_totals"]["sent"] >= 3 and len(body["deliveries"]) <= 100
 
 
-def test_queues_include_a_measured_queue(http: requests.Session, server: WebServer) -> None:
-    body = get(http, server, "api/v1/queues").json()
+def test_queues_include_a_measured_queue(http: requests.Session, web: WebServer) -> None:
+    body = get(http, web, "api/v1/queues").json()
     emails = body["queues"][MEASURED_QUEUE]
     assert emails["length"] == 150 and emails["growth_per_minute"] > 0 and emails["growing"]
     assert set(body) == {"generated_at", "queues", "broker"}
 
 
-def test_health(http: requests.Session, server: WebServer) -> None:
-    body = get(http, server, "api/v1/health").json()
+def test_health(http: requests.Session, web: WebServer) -> None:
+    body = get(http, web, "api/v1/health").json()
     assert body["healthy"] is False  # no worker nor beat runs here
     assert body["worker_seen_s_ago"] is None and body["beat_seen_s_ago"] is None
     assert body["outbox"] == 0 and body["outbox_oldest_s"] is None
     assert body["pending_events"] == 0 and body["last_slack_error"] is None
 
 
-def test_unknown_paths_and_methods_answer_json(http: requests.Session, server: WebServer) -> None:
-    assert_error(get(http, server, "api/v1/nothing"), 404, None)
-    headers = {"X-CSRF-Token": csrf(http, server)}
+def test_unknown_paths_and_methods_answer_json(http: requests.Session, web: WebServer) -> None:
+    assert_error(get(http, web, "api/v1/nothing"), 404, None)
+    headers = {"X-CSRF-Token": csrf(http, web)}
     for method in ("PUT", "PATCH"):
-        response = http.request(method, server.url + "api/v1/silences", headers=headers, timeout=10)
+        response = http.request(method, web.url + "api/v1/silences", headers=headers, timeout=10)
         assert_error(response, 405, None)
 
 
 # -- silences ------------------------------------------------------------------------------------
 
 
-def test_silence_created_listed_and_removed(http: requests.Session, server: WebServer) -> None:
-    headers = {"X-CSRF-Token": csrf(http, server)}
+def test_silence_created_listed_and_removed(http: requests.Session, web: WebServer) -> None:
+    headers = {"X-CSRF-Token": csrf(http, web)}
     made = http.post(
-        server.url + "api/v1/silences",
+        web.url + "api/v1/silences",
         json={"key": "slow_response:/api/*", "duration": "2h", "reason": "deploy <b>"},
         headers=headers,
         timeout=10,
@@ -184,16 +168,16 @@ def test_silence_created_listed_and_removed(http: requests.Session, server: WebS
     silence = made.json()
     assert silence["created_by"] == "local" and silence["reason"] == "deploy <b>"
     assert silence["until"] - silence["created"] == pytest.approx(7200)
-    listed = get(http, server, "api/v1/silences").json()["silences"]
+    listed = get(http, web, "api/v1/silences").json()["silences"]
     assert silence in listed
-    firing = get(http, server, "api/v1/alerts").json()["firing"]
+    firing = get(http, web, "api/v1/alerts").json()["firing"]
     slow = next(a for a in firing if a["key"] == "slow_response:" + SLOW_ENDPOINT)
     assert slow["silenced"] == "slow_response:/api/*"
     path = "api/v1/silences/" + quote("slow_response:/api/*", safe="")
-    removed = http.delete(server.url + path, headers=headers, timeout=10)
+    removed = http.delete(web.url + path, headers=headers, timeout=10)
     assert removed.status_code == 200 and removed.json() == {"removed": "slow_response:/api/*"}
-    assert_error(http.delete(server.url + path, headers=headers, timeout=10), 404, "key")
-    assert silence not in get(http, server, "api/v1/silences").json()["silences"]
+    assert_error(http.delete(web.url + path, headers=headers, timeout=10), 404, "key")
+    assert silence not in get(http, web, "api/v1/silences").json()["silences"]
 
 
 @pytest.mark.parametrize(
@@ -214,67 +198,67 @@ def test_silence_created_listed_and_removed(http: requests.Session, server: WebS
     ],
 )
 def test_silence_rejects_bad_input_naming_it(
-    http: requests.Session, server: WebServer, body: Any, parameter: str
+    http: requests.Session, web: WebServer, body: Any, parameter: str
 ) -> None:
-    headers = {"X-CSRF-Token": csrf(http, server), "Content-Type": "application/json"}
+    headers = {"X-CSRF-Token": csrf(http, web), "Content-Type": "application/json"}
     data = body if isinstance(body, str) else __import__("json").dumps(body)
-    response = http.post(server.url + "api/v1/silences", data=data, headers=headers, timeout=10)
+    response = http.post(web.url + "api/v1/silences", data=data, headers=headers, timeout=10)
     assert_error(response, 400, parameter)
 
 
 # -- security ------------------------------------------------------------------------------------
 
 
-def test_post_without_csrf_token_refused(http: requests.Session, server: WebServer) -> None:
+def test_post_without_csrf_token_refused(http: requests.Session, web: WebServer) -> None:
     body = {"key": "csrf-test", "duration": "1h"}
     for headers in ({}, {"X-CSRF-Token": "0" * 64}):
-        response = http.post(server.url + "api/v1/silences", json=body, headers=headers, timeout=10)
+        response = http.post(web.url + "api/v1/silences", json=body, headers=headers, timeout=10)
         assert_error(response, 403, "x-csrf-token")
-    gone = http.delete(server.url + "api/v1/silences/csrf-test", timeout=10)
+    gone = http.delete(web.url + "api/v1/silences/csrf-test", timeout=10)
     assert_error(gone, 403, "x-csrf-token")
     assert all(
-        s["pattern"] != "csrf-test" for s in get(http, server, "api/v1/silences").json()["silences"]
+        s["pattern"] != "csrf-test" for s in get(http, web, "api/v1/silences").json()["silences"]
     )
 
 
 def test_a_script_with_a_bearer_header_needs_no_csrf_token(
-    http: requests.Session, server: WebServer
+    http: requests.Session, web: WebServer
 ) -> None:
     headers = {"Authorization": "Bearer anything"}
     made = http.post(
-        server.url + "api/v1/silences",
+        web.url + "api/v1/silences",
         json={"key": "bearer-test", "duration": "1m"},
         headers=headers,
         timeout=10,
     )
     assert made.status_code == 201 and made.json()["created_by"] == "local"
-    assert http.delete(server.url + "api/v1/silences/bearer-test", headers=headers, timeout=10).ok
+    assert http.delete(web.url + "api/v1/silences/bearer-test", headers=headers, timeout=10).ok
 
 
-def test_cross_origin_requests_refused(http: requests.Session, server: WebServer) -> None:
-    token = csrf(http, server)
-    for origin in ("http://evil.example", "null", server.url.replace("http:", "https:")[:-1]):
+def test_cross_origin_requests_refused(http: requests.Session, web: WebServer) -> None:
+    token = csrf(http, web)
+    for origin in ("http://evil.example", "null", web.url.replace("http:", "https:")[:-1]):
         headers = {"Origin": origin, "X-CSRF-Token": token, "Authorization": "Bearer x"}
         response = http.post(
-            server.url + "api/v1/silences",
+            web.url + "api/v1/silences",
             json={"key": "cors-test", "duration": "1h"},
             headers=headers,
             timeout=10,
         )
         assert_error(response, 403, "Origin")
         assert "access-control-allow-origin" not in response.headers
-        assert_error(get(http, server, "api/v1/summary", headers={"Origin": origin}), 403, "Origin")
-    same = {"Origin": server.url[:-1], "X-CSRF-Token": token}
+        assert_error(get(http, web, "api/v1/summary", headers={"Origin": origin}), 403, "Origin")
+    same = {"Origin": web.url[:-1], "X-CSRF-Token": token}
     made = http.post(
-        server.url + "api/v1/silences",
+        web.url + "api/v1/silences",
         json={"key": "cors-test", "duration": "1h"},
         headers=same,
         timeout=10,
     )
     assert made.status_code == 201
-    assert http.delete(server.url + "api/v1/silences/cors-test", headers=same, timeout=10).ok
+    assert http.delete(web.url + "api/v1/silences/cors-test", headers=same, timeout=10).ok
     preflight = http.options(
-        server.url + "api/v1/silences",
+        web.url + "api/v1/silences",
         headers={"Origin": "http://evil.example", "Access-Control-Request-Method": "POST"},
         timeout=10,
     )
@@ -283,19 +267,19 @@ def test_cross_origin_requests_refused(http: requests.Session, server: WebServer
 
 
 @pytest.mark.parametrize("host", ["evil.example", f"evil.example:{8350}", "127.0.0.2", ""])
-def test_foreign_host_refused(http: requests.Session, server: WebServer, host: str) -> None:
+def test_foreign_host_refused(http: requests.Session, web: WebServer, host: str) -> None:
     for path in ("", "api/v1/summary", "metrics"):
-        response = get(http, server, path, headers={"Host": host})
+        response = get(http, web, path, headers={"Host": host})
         assert_error(response, 400, "Host")
 
 
 @pytest.mark.parametrize("host", ["localhost", "127.0.0.1", "[::1]", "LOCALHOST"])
-def test_loopback_hosts_allowed(http: requests.Session, server: WebServer, host: str) -> None:
-    assert get(http, server, "api/v1/health", headers={"Host": f"{host}:{server.port}"}).ok
+def test_loopback_hosts_allowed(http: requests.Session, web: WebServer, host: str) -> None:
+    assert get(http, web, "api/v1/health", headers={"Host": f"{host}:{web.port}"}).ok
 
 
-def test_page_security_headers_and_contract_ids(http: requests.Session, server: WebServer) -> None:
-    page = get(http, server, "")
+def test_page_security_headers_and_contract_ids(http: requests.Session, web: WebServer) -> None:
+    page = get(http, web, "")
     assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
     assert page.headers["content-security-policy"].startswith("default-src 'self'")
     assert page.headers["x-content-type-options"] == "nosniff"
@@ -307,9 +291,9 @@ def test_page_security_headers_and_contract_ids(http: requests.Session, server: 
         assert needle in page.text
     assert "<script>" not in page.text and " on" not in page.text.replace(" one", "")
     for name in ("app.js", "app.css", "login.js", "favicon.svg"):
-        assert get(http, server, "static/" + name).ok
-    assert_error(get(http, server, "static/../server.py"), 404, None)
-    assert get(http, server, "static/index.html").status_code == 404
+        assert get(http, web, "static/" + name).ok
+    assert_error(get(http, web, "static/../web.py"), 404, None)
+    assert get(http, web, "static/index.html").status_code == 404
 
 
 def test_non_loopback_bind_without_tokens_refuses_to_start(
@@ -329,17 +313,15 @@ def test_non_loopback_bind_without_tokens_refuses_to_start(
         assert len(lines) == 1 and "MONITOR_WEB_TOKENS" in lines[0], done.stderr
 
 
-def test_a_taken_port_is_reported(
-    seeded: tuple[Settings, dict[str, Any]], server: WebServer
-) -> None:
+def test_a_taken_port_is_reported(seeded: tuple[Settings, dict[str, Any]], web: WebServer) -> None:
     done = subprocess.run(
-        [sys.executable, "-m", "monitor_worker.cli", "web", "--port", str(server.port)],
+        [sys.executable, "-m", "monitor_worker.cli", "web", "--port", str(web.port)],
         env=env_for(seeded[0]),
         capture_output=True,
         text=True,
         timeout=60,
     )
-    assert done.returncode == 2 and str(server.port) in done.stderr
+    assert done.returncode == 2 and str(web.port) in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1
 
 
@@ -365,8 +347,8 @@ GAUGES = {
 }
 
 
-def scrape(http: requests.Session, server: WebServer) -> dict[str, Any]:
-    response = get(http, server, "metrics")
+def scrape(http: requests.Session, web: WebServer) -> dict[str, Any]:
+    response = get(http, web, "metrics")
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/plain")
     return {f.name: f for f in text_string_to_metric_families(response.text)}
@@ -376,8 +358,8 @@ def values(family: Any, label: str) -> dict[str, float]:
     return {s.labels[label]: s.value for s in family.samples if s.name.endswith("_total")}
 
 
-def test_metrics_names_types_and_labels(http: requests.Session, server: WebServer) -> None:
-    families = scrape(http, server)
+def test_metrics_names_types_and_labels(http: requests.Session, web: WebServer) -> None:
+    families = scrape(http, web)
     for name, labels in {**COUNTERS, **GAUGES}.items():
         family = families[name]
         assert family.type == ("counter" if name in COUNTERS else "gauge"), name
@@ -396,9 +378,9 @@ def test_metrics_names_types_and_labels(http: requests.Session, server: WebServe
 
 
 def test_metrics_counters_are_monotonic_across_scrapes(
-    http: requests.Session, server: WebServer, seeded: tuple[Settings, dict[str, Any]]
+    http: requests.Session, web: WebServer, seeded: tuple[Settings, dict[str, Any]]
 ) -> None:
-    before = scrape(http, server)
+    before = scrape(http, web)
     monitor = MetricsMonitor(settings=seeded[0])
     for i in range(25):
         monitor.track_api_request(ERROR_ENDPOINT, 0.1, 500 if i < 5 else 200)
@@ -406,7 +388,7 @@ def test_metrics_counters_are_monotonic_across_scrapes(
     assert monitor.flush(10)
     monitor.aggregate()
     monitor.close()
-    after = scrape(http, server)
+    after = scrape(http, web)
     for name, label in (("monitor_requests", "endpoint"), ("monitor_payment_failures", "reason")):
         old, new = values(before[name], label), values(after[name], label)
         assert all(new[k] >= v for k, v in old.items()), name
@@ -418,9 +400,9 @@ def test_metrics_counters_are_monotonic_across_scrapes(
     assert failures - values(before["monitor_payment_failures"], "reason")["Card declined"] == 1
 
 
-def test_metrics_openmetrics_negotiated(http: requests.Session, server: WebServer) -> None:
+def test_metrics_openmetrics_negotiated(http: requests.Session, web: WebServer) -> None:
     accept = "application/openmetrics-text; version=1.0.0; charset=utf-8"
-    response = get(http, server, "metrics", headers={"Accept": accept})
+    response = get(http, web, "metrics", headers={"Accept": accept})
     assert response.headers["content-type"].startswith("application/openmetrics-text")
     assert response.text.endswith("# EOF\n")
     families = {f.name: f for f in openmetrics_families(response.text)}
@@ -428,11 +410,11 @@ def test_metrics_openmetrics_negotiated(http: requests.Session, server: WebServe
     assert all(s.timestamp is None for f in families.values() for s in f.samples)
 
 
-# -- the OpenAPI document against the running server ----------------------------------------
+# -- the OpenAPI document against the running web ----------------------------------------
 
 
-def test_openapi_document_holds_against_the_server(server: WebServer) -> None:
-    schema = schemathesis.openapi.from_url(server.url + "api/v1/openapi.json")
+def test_openapi_document_holds_against_the_server(web: WebServer) -> None:
+    schema = schemathesis.openapi.from_url(web.url + "api/v1/openapi.json")
     checks = [
         not_a_server_error,
         response_schema_conformance,
@@ -459,7 +441,7 @@ def test_openapi_document_holds_against_the_server(server: WebServer) -> None:
             )
             def conforms(case: Any) -> None:
                 case.call_and_validate(
-                    base_url=server.url.rstrip("/"),
+                    base_url=web.url.rstrip("/"),
                     headers={"Authorization": "Bearer schemathesis"},
                     checks=checks,
                 )

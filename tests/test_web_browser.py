@@ -22,8 +22,6 @@ from .web_server import (
     XSS_ENDPOINT,
     WebServer,
     env_for,
-    module_settings,
-    seed_traffic,
 )
 
 pytestmark = pytest.mark.timeout(120)
@@ -45,18 +43,6 @@ def browser() -> Iterator[Any]:
         launched = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
         yield launched
         launched.close()
-
-
-@pytest.fixture(scope="module")
-def seeded(redis_url: str) -> Iterator[tuple[Settings, dict[str, Any]]]:
-    with module_settings(redis_url) as settings:
-        yield settings, seed_traffic(settings)
-
-
-@pytest.fixture(scope="module")
-def server(seeded: tuple[Settings, dict[str, Any]]) -> Iterator[WebServer]:
-    with WebServer(env_for(seeded[0], MONITOR_WEB_CACHE_SECONDS="0")) as running:
-        yield running
 
 
 class Watched:
@@ -108,10 +94,10 @@ def rows(page: Any) -> list[str]:
 
 
 def test_dashboard_in_chromium(
-    wide: Watched, server: WebServer, seeded: tuple[Settings, dict[str, Any]]
+    wide: Watched, web: WebServer, seeded: tuple[Settings, dict[str, Any]]
 ) -> None:
     summary = seeded[1]
-    page = wide.load(server.url)
+    page = wide.load(web.url)
     page.evaluate("window.loadedOnce = true")
 
     # the firing alert, with since when and its last delivery
@@ -163,11 +149,11 @@ def test_dashboard_in_chromium(
     item = page.locator('#silences li[data-pattern="payment_failures"]')
     item.wait_for(timeout=10_000)
     assert "<script>alert(2)</script>" in item.inner_text() and "by local" in item.inner_text()
-    listed = requests.get(server.url + "api/v1/silences", timeout=10).json()["silences"]
+    listed = requests.get(web.url + "api/v1/silences", timeout=10).json()["silences"]
     assert [s["created_by"] for s in listed if s["pattern"] == "payment_failures"] == ["local"]
     item.locator("button.remove").click()
     item.wait_for(state="detached", timeout=10_000)
-    listed = requests.get(server.url + "api/v1/silences", timeout=10).json()["silences"]
+    listed = requests.get(web.url + "api/v1/silences", timeout=10).json()["silences"]
     assert all(s["pattern"] != "payment_failures" for s in listed)
 
     assert wide.dialogs == [] and wide.problems == [], wide.problems + wide.dialogs
@@ -190,15 +176,15 @@ def test_dashboard_in_chromium(
 
     assert wide.dialogs == []
     assert wide.problems == [
-        "console error: Failed to load resource: the server responded with a status of 400 "
+        "console error: Failed to load resource: the web responded with a status of 400 "
         "(Bad Request)"
     ]
 
 
-def test_narrow_screen_does_not_scroll_sideways(browser: Any, server: WebServer) -> None:
+def test_narrow_screen_does_not_scroll_sideways(browser: Any, web: WebServer) -> None:
     narrow = Watched(browser, 390)
     try:
-        page = narrow.load(server.url)
+        page = narrow.load(web.url)
         width = page.evaluate("document.documentElement.scrollWidth")
         assert width <= 390, width
         ARTIFACTS.mkdir(exist_ok=True)

@@ -23,6 +23,7 @@ import redis
 
 from monitor_worker.config import Settings
 from monitor_worker.monitor import MetricsMonitor
+from monitor_worker.web import server
 
 from .conftest import free_port
 
@@ -85,12 +86,7 @@ class WebServer:
         tb: TracebackType | None,
     ) -> None:
         assert self.proc is not None
-        self.proc.terminate()
-        try:
-            self.proc.wait(15)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(5)
+        server.stop(self.proc)
         if self.proc.stderr is not None:
             self.proc.stderr.close()
 

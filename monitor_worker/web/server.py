@@ -14,6 +14,7 @@ import socket
 import subprocess
 import sys
 from collections.abc import Mapping
+from typing import Any
 
 from ..config import Settings
 from ..errors import ConfigError
@@ -107,7 +108,8 @@ def start_beside(port: int, env: Mapping[str, str]) -> subprocess.Popen[bytes] |
     return child
 
 
-def stop(child: subprocess.Popen[bytes] | None) -> None:
+def stop(child: subprocess.Popen[Any] | None) -> None:
+    """Stop a child started by ``start_beside`` (SIGTERM, then SIGKILL after 10 s)."""
     if child is None or child.poll() is not None:
         return
     child.terminate()

@@ -12,6 +12,7 @@ Usage::
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -23,6 +24,7 @@ from ..errors import MonitorError
 from ..monitor import MetricsMonitor
 from ..windows import ApiAcc, Window
 
+log = logging.getLogger("monitor_worker.web")
 T = TypeVar("T")
 Loader = Callable[["Views", float], dict[str, Any]]
 
@@ -174,55 +176,110 @@ LOADERS: dict[str, Loader] = {
 }
 
 
+REFRESH_AHEAD = 0.6  # past this share of MONITOR_WEB_CACHE_SECONDS a body is re-rendered
+
+
 class Views:
-    """Cached views of one store; thread-safe (handlers run in a thread pool).
+    """Cached views of one store and the response bodies rendered from them; thread-safe
+    (handlers run in a thread pool).
 
     A view is read at most once per ``max_age_s`` (``MONITOR_WEB_CACHE_SECONDS``); callers
-    arriving while it is being read wait for that read instead of starting their own.
+    arriving while it is being read wait for that read instead of starting their own. A body
+    is rendered once per snapshot, and once it is ``REFRESH_AHEAD`` of its age limit a
+    background thread reads and renders the next one while viewers still get the current
+    one, so under steady traffic no viewer waits for a read (none is ever served data older
+    than ``max_age_s``).
     """
 
     def __init__(self, monitor: MetricsMonitor, max_age_s: float | None = None) -> None:
         self.monitor = monitor
         self.max_age_s = monitor.settings.web_cache_s if max_age_s is None else max_age_s
-        self._locks = {name: threading.Lock() for name in LOADERS}
         self.series = SeriesCache()
+        self._locks = {name: threading.Lock() for name in LOADERS}
         self._cache: dict[str, tuple[float, float, dict[str, Any]]] = {}
-        self._bodies: dict[str, tuple[tuple[float, ...], bytes]] = {}
+        # kind -> (views read, generated_at of each, body, monotonic time of the oldest read)
+        self._bodies: dict[str, tuple[tuple[str, ...], tuple[float, ...], bytes, float]] = {}
         self._body_locks: dict[str, threading.Lock] = {}
-        self._body_locks_lock = threading.Lock()
-
-    def body(self, kind: str, names: tuple[str, ...], render: Callable[[], bytes]) -> bytes:
-        """A response body of the views ``names``, rendered once per snapshot of them: every
-        viewer of one snapshot gets the same bytes (rendering 1,000 endpoints is the costly
-        part of a request, more than reading them)."""
-        with self._body_locks_lock:
-            lock = self._body_locks.setdefault(kind, threading.Lock())
-        with lock:
-            stamps = tuple(self.get(name)[1] for name in names)
-            cached = self._bodies.get(kind)
-            if cached is not None and cached[0] == stamps:
-                return cached[1]
-            rendered = render()
-            self._bodies[kind] = (stamps, rendered)
-            return rendered
+        self._guard = threading.Lock()  # guards _body_locks, _bodies and _refreshing
+        self._refreshing: set[str] = set()
+        self._generation = 0  # bumped by forget(): a body rendered across it is not kept
 
     def get(self, name: str) -> tuple[dict[str, Any], float]:
         """The view ``name`` and the unix time it was generated; MonitorError when the store
         is unreachable."""
+        _, generated_at, value = self._entry(name, self.max_age_s)
+        return value, generated_at
+
+    def _entry(self, name: str, max_age_s: float) -> tuple[float, float, dict[str, Any]]:
         with self._locks[name]:
             cached = self._cache.get(name)
-            if cached is not None and time.monotonic() - cached[0] < self.max_age_s:
-                return cached[2], cached[1]
-            now = time.time()
-            value = LOADERS[name](self, now)
-            self._cache[name] = (time.monotonic(), now, value)
-            return value, now
+            if cached is not None and time.monotonic() - cached[0] < max_age_s:
+                return cached
+            started, now = time.monotonic(), time.time()
+            entry = (started, now, LOADERS[name](self, now))
+            self._cache[name] = entry
+            return entry
+
+    def body(self, kind: str, names: tuple[str, ...], render: Callable[[], bytes]) -> bytes:
+        """A response body of the views ``names``: every viewer of one snapshot gets the same
+        bytes (rendering 1,000 endpoints costs more than reading them)."""
+        with self._guard:
+            cached = self._bodies.get(kind)
+            lock = self._body_locks.setdefault(kind, threading.Lock())
+        if cached is not None:
+            age_s = time.monotonic() - cached[3]
+            if age_s < self.max_age_s:
+                if age_s >= REFRESH_AHEAD * self.max_age_s:
+                    self._refresh_soon(kind, names, render)
+                return cached[2]
+        with lock:
+            return self._render(kind, names, render, self.max_age_s)
+
+    def _render(
+        self, kind: str, names: tuple[str, ...], render: Callable[[], bytes], max_age_s: float
+    ) -> bytes:
+        generation = self._generation
+        entries = [self._entry(name, max_age_s) for name in names]
+        stamps = tuple(e[1] for e in entries)
+        with self._guard:
+            cached = self._bodies.get(kind)
+        if cached is not None and cached[1] == stamps:
+            return cached[2]
+        rendered = render()
+        with self._guard:
+            if generation == self._generation:  # nothing forgotten meanwhile
+                self._bodies[kind] = (names, stamps, rendered, min(e[0] for e in entries))
+        return rendered
+
+    def _refresh_soon(self, kind: str, names: tuple[str, ...], render: Callable[[], bytes]) -> None:
+        with self._guard:
+            if kind in self._refreshing:
+                return
+            self._refreshing.add(kind)
+
+        def refresh() -> None:
+            try:
+                with self._body_locks[kind]:
+                    # views read less than half the limit ago are fresh enough to render from
+                    self._render(kind, names, render, self.max_age_s * (1 - REFRESH_AHEAD))
+            except MonitorError as exc:  # the next viewer past the limit gets the 503
+                log.warning("refreshing %s: %s", kind, exc)
+            finally:
+                with self._guard:
+                    self._refreshing.discard(kind)
+
+        threading.Thread(target=refresh, name=f"refresh {kind}", daemon=True).start()
 
     def fresh(self, name: str, now: float) -> dict[str, Any]:
         """The view at ``now``, read now (never cached): ``summary?now=``."""
         return LOADERS[name](self, now)
 
     def forget(self, name: str) -> None:
-        """Drop a cached view (after a change made through the server, e.g. a new silence)."""
+        """Drop a cached view and the bodies made from it (after a change made through the
+        server, e.g. a new silence)."""
         with self._locks[name]:
             self._cache.pop(name, None)
+        with self._guard:
+            self._generation += 1
+            for kind in [k for k, b in self._bodies.items() if name in b[0]]:
+                del self._bodies[kind]

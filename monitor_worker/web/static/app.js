@@ -110,10 +110,16 @@ function drawSpark(svg, points, key) {
 
 // -- sections
 
-function renderAlerts(alerts) {
-  const section = document.getElementById("alerts");
+// the section with this id and its list, emptied
+function emptiedList(id) {
+  const section = document.getElementById(id);
   const list = section.querySelector(".items");
   list.replaceChildren();
+  return [section, list];
+}
+
+function renderAlerts(alerts) {
+  const [section, list] = emptiedList("alerts");
   for (const alert of alerts.firing) {
     const item = el("li");
     item.dataset.key = alert.key;
@@ -206,15 +212,13 @@ function sortRows(tbody) {
 }
 
 function renderPayments(summary, series) {
-  const section = document.getElementById("payments");
+  const [section, list] = emptiedList("payments");
   const pay = summary.payments;
   section.querySelector(".total").textContent =
     `${pay.failures_last_hour.toLocaleString()} in the window` +
     (pay.failures_last_hour > state.thresholds.payment_failures ? " (over the threshold)" : "");
   const chart = section.querySelector(".chart");
   chart.replaceChildren(sparkline(series.payments || [], "failures", "payments"));
-  const list = section.querySelector(".items");
-  list.replaceChildren();
   for (const [reason, count] of Object.entries(pay.by_reason)) {
     const item = el("li");
     item.append(el("span", "name", reason), el("span", "meta", ` ${count.toLocaleString()}`));
@@ -277,9 +281,7 @@ function droppedText(dropped) {
 }
 
 function renderSilences(data) {
-  const section = document.getElementById("silences");
-  const list = section.querySelector(".items");
-  list.replaceChildren();
+  const [section, list] = emptiedList("silences");
   for (const silence of data.silences) {
     const item = el("li");
     item.dataset.pattern = silence.pattern;
@@ -340,7 +342,11 @@ async function refreshSilences() {
   }
 }
 
+let refreshing = false; // a slow store must not pile refreshes up
+
 async function refresh() {
+  if (refreshing) return;
+  refreshing = true;
   try {
     const [summary, series, alerts, health, silences] = await Promise.all([
       api("/api/v1/summary"),
@@ -363,6 +369,8 @@ async function refresh() {
     document.body.dataset.loaded = String(Date.now());
   } catch (error) {
     if (error.status !== 401) setStatus(`not updated: ${error.message}`, true);
+  } finally {
+    refreshing = false;
   }
 }
 
