@@ -410,7 +410,7 @@ def test_metrics_openmetrics_negotiated(http: requests.Session, web: WebServer) 
     assert all(s.timestamp is None for f in families.values() for s in f.samples)
 
 
-# -- the OpenAPI document against the running web ----------------------------------------
+# -- the OpenAPI document against the running server---------------------------------------
 
 
 def test_openapi_document_holds_against_the_server(web: WebServer) -> None:

@@ -176,7 +176,7 @@ def test_dashboard_in_chromium(
 
     assert wide.dialogs == []
     assert wide.problems == [
-        "console error: Failed to load resource: the web responded with a status of 400 "
+        "console error: Failed to load resource: the server responded with a status of 400 "
         "(Bad Request)"
     ]
 

@@ -344,17 +344,22 @@ async function refreshSilences() {
 
 let refreshing = false; // a slow store must not pile refreshes up
 
-async function refresh() {
+function fetchAll() {
+  return Promise.all([
+    api("/api/v1/summary"),
+    api("/api/v1/series?endpoint=*"),
+    api("/api/v1/alerts"),
+    api("/api/v1/health"),
+    api("/api/v1/silences"),
+  ]);
+}
+
+// `fetched`: the first load passes the requests it started beside the session's
+async function refresh(fetched) {
   if (refreshing) return;
   refreshing = true;
   try {
-    const [summary, series, alerts, health, silences] = await Promise.all([
-      api("/api/v1/summary"),
-      api("/api/v1/series?endpoint=*"),
-      api("/api/v1/alerts"),
-      api("/api/v1/health"),
-      api("/api/v1/silences"),
-    ]);
+    const [summary, series, alerts, health, silences] = await (fetched || fetchAll());
     const end = Math.floor(summary.timestamp / 60) * 60;
     state.window = { start: end - summary.window_seconds + 60, end };
     document.getElementById("window-info").textContent =
@@ -375,6 +380,8 @@ async function refresh() {
 }
 
 async function start() {
+  const first = fetchAll();
+  first.catch(() => {}); // its failure is reported by refresh()
   const session = await api("/api/v1/session");
   state.csrf = session.csrf_token;
   state.thresholds = session.thresholds;
@@ -394,8 +401,8 @@ async function start() {
     });
   }
   document.getElementById("silence-form").addEventListener("submit", addSilence);
-  await refresh();
-  setInterval(refresh, REFRESH_MS);
+  await refresh(first);
+  setInterval(() => refresh(), REFRESH_MS);
 }
 
 start().catch((error) => setStatus(`cannot start: ${error.message}`, true));
