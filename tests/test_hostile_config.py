@@ -40,6 +40,8 @@ BAD_TEXT = {
     "MONITOR_KEY_PREFIX": ["a{b", "a}b", "{s1}"],
     "MONITOR_FLUSH_MODE": ["sometimes", "Thread"],
     "MONITOR_QUEUES": [",", " , , "],
+    "MONITOR_WEB_TOKENS": ["alice", "alice=short", "=0123456789abcdef", "a b=0123456789abcdef"],
+    "MONITOR_METRICS_TOKEN": ["short", "0123456789 abcdef"],
 }
 # Free text: every value is acceptable.
 FREE_TEXT = {
@@ -47,6 +49,7 @@ FREE_TEXT = {
     "MONITOR_SERVICE_NAME",
     "MONITOR_ENVIRONMENT",
     "MONITOR_ENDPOINTS",
+    "MONITOR_WEB_ALLOWED_HOSTS",
 }
 # Values the type accepts but the field cannot hold; -1 is out of range for every number read.
 OUT_OF_RANGE = {
@@ -54,6 +57,7 @@ OUT_OF_RANGE = {
     "MONITOR_ERROR_STATUS_MIN": ["99", "600"],
     "MONITOR_WINDOW_SECONDS": ["59", str(10**20)],
     "MONITOR_AGGREGATE_BATCH": [str(2**63)],
+    "MONITOR_WEB_CACHE_SECONDS": ["3601"],
 }
 
 
