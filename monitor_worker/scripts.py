@@ -42,6 +42,31 @@ return queued
 """
 )
 
+# The raw events of a shard not aggregated yet: every claimed batch's elements, and the newest
+# raw elements up to about ``budget`` events.
+_PENDING = """
+local function read_pending(base, leases, raw_list, budget)
+  local claimed = {}
+  for _, id in ipairs(redis.call('ZRANGE', leases, 0, -1)) do
+    for _, element in ipairs(redis.call('LRANGE', base .. 'batch:' .. id, 0, -1)) do
+      claimed[#claimed + 1] = element
+    end
+  end
+  local raw, total, first = {}, 0, 0
+  while total < budget do
+    local page = redis.call('LRANGE', raw_list, first, first + 63)
+    if #page == 0 then break end
+    for _, element in ipairs(page) do
+      raw[#raw + 1] = element
+      total = total + count_of(element)
+      if total >= budget then break end
+    end
+    first = first + 64
+  end
+  return claimed, raw
+end
+"""
+
 # Read one shard's part of a window, atomically, without changing anything.
 # KEYS: roll hash, leases zset, raw list, stats hash.
 # ARGV: shard key base, window start bucket, window end bucket, the real clock's bucket,
@@ -55,6 +80,7 @@ return queued
 # at all; it reads raw elements newest first, up to about the budget in events.
 READ_SHARD = (
     _COUNT
+    + _PENDING
     + """
 local roll, base = KEYS[1], ARGV[1]
 local start, stop, real, lag = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]),
@@ -69,26 +95,37 @@ if fast then
 else
   for m = start, stop do hashes[#hashes + 1] = redis.call('HGETALL', base .. 'm:' .. m) end
 end
-local claimed = {}
-for _, id in ipairs(redis.call('ZRANGE', KEYS[2], 0, -1)) do
-  for _, element in ipairs(redis.call('LRANGE', base .. 'batch:' .. id, 0, -1)) do
-    claimed[#claimed + 1] = element
-  end
-end
-local raw, total, first = {}, 0, 0
-while total < budget do
-  local page = redis.call('LRANGE', KEYS[3], first, first + 63)
-  if #page == 0 then break end
-  for _, element in ipairs(page) do
-    raw[#raw + 1] = element
-    total = total + count_of(element)
-    if total >= budget then break end
-  end
-  first = first + 64
-end
+local claimed, raw = read_pending(base, KEYS[2], KEYS[3], budget)
 local queued = redis.call('HGET', KEYS[4], 'queued') or '0'
 local trimmed = redis.call('HGET', KEYS[4], 'trimmed') or '0'
 return {fast and 1 or 0, hashes, claimed, raw, queued, trimmed}
+"""
+)
+
+# Read one shard's minute buckets of a window that changed since the caller read them, and its
+# raw events not aggregated yet, atomically. KEYS: leases zset, raw list.
+# ARGV: shard key base, window start bucket, window end bucket, raw-event budget, then the
+#       version the caller holds of each bucket from start to end ('' = none).
+# Returns {versions, hashes, claimed batches' elements, newest raw elements}: a bucket's hash
+# is false when its version (``_:v``, bumped by APPLY) is the one the caller holds.
+READ_MINUTES = (
+    _COUNT
+    + _PENDING
+    + """
+local base, start, stop = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+local versions, hashes = {}, {}
+for m = start, stop do
+  local key = base .. 'm:' .. m
+  local version = redis.call('HGET', key, '_:v') or ''
+  versions[#versions + 1] = version
+  if version == '' or version ~= ARGV[5 + m - start] then
+    hashes[#hashes + 1] = redis.call('HGETALL', key)
+  else
+    hashes[#hashes + 1] = false
+  end
+end
+local claimed, raw = read_pending(base, KEYS[1], KEYS[2], tonumber(ARGV[4]))
+return {versions, hashes, claimed, raw}
 """
 )
 
@@ -302,7 +339,10 @@ if trimmed and tonumber(trimmed) > 0 then
   redis.call('HINCRBY', KEYS[4], 'trimmed', -tonumber(trimmed))
   add(nowb, 'x:trimmed', trimmed, 'i', true)
 end
-for k in pairs(touched) do redis.call('EXPIRE', k, ttl) end
+for k in pairs(touched) do
+  redis.call('HINCRBY', k, '_:v', 1)  -- the bucket's version: READ_MINUTES skips unchanged ones
+  redis.call('EXPIRE', k, ttl)
+end
 redis.call('EXPIRE', roll, ttl)
 if redis.call('EXISTS', totals) == 1 then redis.call('EXPIRE', totals, ARGV[11]) end
 if ARGV[2] ~= '' then

@@ -14,7 +14,7 @@ import logging
 import time
 import uuid
 import weakref
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -98,6 +98,7 @@ class Scripts:
         self.admit = client.register_script(scripts.ADMIT)
         self.apply = client.register_script(scripts.APPLY)
         self.read_shard = client.register_script(scripts.READ_SHARD)
+        self.read_minutes = client.register_script(scripts.READ_MINUTES)
 
     @classmethod
     def of(cls, client: Client) -> Scripts:
@@ -386,39 +387,49 @@ def read_window(client: Client, settings: Settings, now: float) -> WindowRead:
 
 @dataclass
 class MinutesRead:
-    """The raw minute buckets of a window: ``hashes[(shard, bucket)]`` is one bucket hash as
-    stored (field -> value), and ``pending`` the raw events not aggregated yet, folded."""
+    """The minute buckets of a window: ``versions[(shard, bucket)]`` is each bucket's version
+    (``""``: none), ``hashes`` the buckets that changed since the versions the caller gave
+    (field -> value, as stored), and ``pending`` the raw events not aggregated yet, folded."""
 
     start: int
     end: int
+    versions: dict[tuple[int, int], str]
     hashes: dict[tuple[int, int], dict[bytes, bytes]]
     pending: Delta | None
 
 
-def read_minutes(client: Client, settings: Settings, now: float) -> MinutesRead:
-    """Every minute bucket of the window ending at ``now``, shard by shard, with the raw
-    events not aggregated yet (the newest ``PENDING_READ_MAX`` of them)."""
+def read_minutes(
+    client: Client,
+    settings: Settings,
+    now: float,
+    known: Mapping[tuple[int, int], str] | None = None,
+) -> MinutesRead:
+    """The minute buckets of the window ending at ``now`` that changed since the ``known``
+    versions ((shard, bucket) -> version), with the raw events not aggregated yet (the newest
+    ``PENDING_READ_MAX`` of them). Each shard is read by one script, atomically."""
     keys = Keys(settings.key_prefix, settings.shards)
     start, end = window_start(now, settings.window_s), bucket_of(now)
+    known = known or {}
+    versions: dict[tuple[int, int], str] = {}
     hashes: dict[tuple[int, int], dict[bytes, bytes]] = {}
     pending: list[bytes] = []
     budget = PENDING_READ_MAX
-    read_shard = Scripts.of(client).read_shard
+    read = Scripts.of(client).read_minutes
     for sk in keys.all_shards():
-        # a lag of -1 turns the roll off: the hashes are the buckets start..end, in order
-        _, shard_hashes, claimed, raw, _, _ = read_shard(
-            keys=[sk.roll, sk.leases, sk.raw, sk.stats],
-            args=[sk.base, start, end, bucket_of(time.time()), -1, max(budget, 0)],
+        held = [known.get((sk.shard, b), "") for b in range(start, end + 1)]
+        shard_versions, shard_hashes, claimed, raw = read(
+            keys=[sk.leases, sk.raw], args=[sk.base, start, end, max(budget, 0), *held]
         )
-        for bucket, flat in zip(range(start, end + 1), shard_hashes, strict=True):
-            if flat:
+        buckets = range(start, end + 1)
+        for bucket, version, flat in zip(buckets, shard_versions, shard_hashes, strict=True):
+            versions[sk.shard, bucket] = version.decode() if isinstance(version, bytes) else ""
+            if flat is not None:
                 hashes[sk.shard, bucket] = dict(zip(flat[0::2], flat[1::2], strict=True))
         budget -= sum(element_count(e) for e in raw)
         pending += claimed
         pending += raw
-    return MinutesRead(
-        start, end, hashes, _pending_delta(client, keys, pending, settings, now, start)
-    )
+    delta = _pending_delta(client, keys, pending, settings, now, start)
+    return MinutesRead(start, end, versions, hashes, delta)
 
 
 def read_totals(client: Client, settings: Settings) -> dict[str, dict[str, int]]:

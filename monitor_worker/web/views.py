@@ -37,8 +37,11 @@ def load_series(views: Views, now: float) -> dict[str, Any]:
     """Per-minute points of every endpoint and of payment failures over the window; minutes
     without requests (or failures) are left out."""
     monitor = views.monitor
-    read = _read(monitor, lambda client: store.read_minutes(client, monitor.settings, now))
-    return views.series.build(read)
+    return views.series.build(
+        lambda known: _read(
+            monitor, lambda client: store.read_minutes(client, monitor.settings, now, known)
+        )
+    )
 
 
 def _point(t: int, acc: ApiAcc) -> dict[str, Any]:
@@ -55,17 +58,28 @@ def _point(t: int, acc: ApiAcc) -> dict[str, Any]:
 
 
 class SeriesCache:
-    """Builds the series view, parsing each bucket hash once: a closed minute's hash rarely
-    changes, so a new snapshot parses the current minute and whatever changed, not the hour."""
+    """Builds the series view, reading and parsing each bucket once per version: a closed
+    minute rarely changes, so a new snapshot reads the current minute and whatever changed
+    (APPLY bumps a bucket's version), not the hour."""
 
     def __init__(self) -> None:
-        # (shard, bucket) -> (digest of the hash, endpoint -> (acc, point), payment failures)
-        self._parsed: dict[tuple[int, int], tuple[int, dict[str, Any], int]] = {}
+        # (shard, bucket) -> (version, endpoint -> (acc, point), payment failures)
+        self._parsed: dict[tuple[int, int], tuple[str, dict[str, Any], int]] = {}
         self._lock = threading.Lock()
 
-    def build(self, read: store.MinutesRead) -> dict[str, Any]:
+    def build(
+        self, read_minutes: Callable[[dict[tuple[int, int], str]], store.MinutesRead]
+    ) -> dict[str, Any]:
         with self._lock:
-            parsed = {key: self._parse(key, fields) for key, fields in read.hashes.items()}
+            known = {key: entry[0] for key, entry in self._parsed.items() if entry[0]}
+            read = read_minutes(known)
+            parsed = {}
+            for key, version in read.versions.items():
+                fields = read.hashes.get(key)
+                if fields is not None:
+                    parsed[key] = self._parse(key, version, fields)
+                elif key in self._parsed:
+                    parsed[key] = self._parsed[key]
             self._parsed = parsed  # buckets gone from the window are forgotten
         pending: dict[int, list[tuple[str, ApiAcc]]] = {}
         pending_pay: dict[int, int] = {}
@@ -108,19 +122,16 @@ class SeriesCache:
             "payments": payments,
         }
 
+    @staticmethod
     def _parse(
-        self, key: tuple[int, int], fields: dict[bytes, bytes]
-    ) -> tuple[int, dict[str, Any], int]:
-        digest = hash(frozenset(fields.items()))
-        cached = self._parsed.get(key)
-        if cached is not None and cached[0] == digest:
-            return cached
+        key: tuple[int, int], version: str, fields: dict[bytes, bytes]
+    ) -> tuple[str, dict[str, Any], int]:
         window = Window()
         window.add_fields(fields)
         t = key[1] * BUCKET_S
         api = {ep: (acc, _point(t, acc)) for ep, acc in window.api.items() if acc.count > 0}
         failures = sum(p.count for p in window.pay.values() if p.count > 0)
-        return digest, api, failures
+        return version, api, failures
 
 
 def load_alerts(views: Views, now: float) -> dict[str, Any]:
