@@ -26,6 +26,7 @@ SCRIPTS = (
     "queue_inspection",
     "alert_latency",
     "middleware",
+    "web",
     "history",
 )
 FULL_LIMIT_S = 15 * 60

@@ -14,7 +14,7 @@ import logging
 import time
 import uuid
 import weakref
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,7 +26,15 @@ from redis.retry import Retry
 from . import scripts
 from .config import Settings, redact_url
 from .events import element_count
-from .keys import LEASE_MS, PUSH_DEDUPE_TTL_S, RAW_TTL_S, Keys, ShardKeys, bucket_ttl_s
+from .keys import (
+    LEASE_MS,
+    PUSH_DEDUPE_TTL_S,
+    RAW_TTL_S,
+    TOTALS_TTL_S,
+    Keys,
+    ShardKeys,
+    bucket_ttl_s,
+)
 from .windows import (
     ApiAcc,
     Delta,
@@ -90,6 +98,7 @@ class Scripts:
         self.admit = client.register_script(scripts.ADMIT)
         self.apply = client.register_script(scripts.APPLY)
         self.read_shard = client.register_script(scripts.READ_SHARD)
+        self.read_minutes = client.register_script(scripts.READ_MINUTES)
 
     @classmethod
     def of(cls, client: Client) -> Scripts:
@@ -166,23 +175,31 @@ class DrainResult:
     held: str | None = None  # the batch claimed and left unapplied (``stop_after_claim``)
 
 
-def _acc_fields(acc: ApiAcc) -> list[Any]:
+def _acc_fields(acc: ApiAcc, bins: str) -> list[Any]:
     """An endpoint's statistics as APPLY reads them: count, errors, sum, at-or-below, bins."""
-    return [acc.count, acc.errors, repr(acc.sum_s), acc.at_or_below, format_bins(acc.bins)]
+    return [acc.count, acc.errors, repr(acc.sum_s), acc.at_or_below, bins]
 
 
 def _records(delta: Delta, start: int) -> list[Any]:
-    """APPLY's arguments: per-bucket records, then the api records of buckets from ``start``
-    on summed per endpoint (the roll merges each endpoint's bins once per batch)."""
+    """APPLY's arguments: record counts, the totals' TTL, per-bucket records, then the api
+    records of buckets from ``start`` on summed per endpoint (the roll merges each endpoint's
+    bins once per batch). A summed record's bins are its buckets' bins strings joined: APPLY
+    adds up repeated bins."""
     api: list[Any] = []
-    summed: dict[str, ApiAcc] = {}
+    summed: dict[str, tuple[ApiAcc, list[str]]] = {}
     for (bucket, endpoint), acc in delta.api.items():
-        api += [bucket, endpoint, *_acc_fields(acc)]
+        bins = format_bins(acc.bins)
+        api += [bucket, endpoint, *_acc_fields(acc, bins)]
         if bucket >= start:
-            total = summed.get(endpoint)
-            if total is None:
-                summed[endpoint] = total = ApiAcc()
-            total.merge(acc)
+            found = summed.get(endpoint)
+            if found is None:
+                summed[endpoint] = found = (ApiAcc(), [])
+            total, parts = found
+            total.count += acc.count
+            total.errors += acc.errors
+            total.sum_s += acc.sum_s
+            total.at_or_below += acc.at_or_below
+            parts.append(bins)
     pay: list[Any] = []
     for (bucket, reason), p in delta.pay.items():
         pay += [bucket, reason, p.count, repr(p.amount)]
@@ -190,10 +207,10 @@ def _records(delta: Delta, start: int) -> list[Any]:
     for (bucket, name), n in delta.counters.items():
         counters += [bucket, name, n]
     roll: list[Any] = []
-    for endpoint, acc in summed.items():
-        roll += [endpoint, *_acc_fields(acc)]
+    for endpoint, (total, parts) in summed.items():
+        roll += [endpoint, *_acc_fields(total, ",".join(parts))]
     counts = [len(delta.api), len(delta.pay), len(delta.counters), len(summed)]
-    return [*counts, *api, *pay, *counters, *roll]
+    return [*counts, TOTALS_TTL_S, *api, *pay, *counters, *roll]
 
 
 class Aggregator:
@@ -308,6 +325,7 @@ class Aggregator:
                 sk.roll,
                 sk.stats,
                 sk.batch_counts,
+                sk.totals,
             ],
             args=[
                 sk.base,
@@ -349,8 +367,9 @@ def read_window(client: Client, settings: Settings, now: float) -> WindowRead:
     unread = 0
     budget = PENDING_READ_MAX  # events left to fold in, over all shards
     read_shard = Scripts.of(client).read_shard
+    trimmed = 0
     for sk in keys.all_shards():
-        fast, hashes, claimed, raw, queued = read_shard(
+        fast, hashes, claimed, raw, queued, shard_trimmed = read_shard(
             keys=[sk.roll, sk.leases, sk.raw, sk.stats],
             args=[sk.base, start, end, real_bucket, _FAST_PATH_MAX_LAG, max(budget, 0)],
         )
@@ -360,13 +379,83 @@ def read_window(client: Client, settings: Settings, now: float) -> WindowRead:
         read = sum(element_count(e) for e in raw)
         budget -= read
         unread += max(0, int(queued) - read)  # counted, not folded in
+        trimmed += int(shard_trimmed)
         pending += claimed
         pending += raw
+    if end >= real_bucket and trimmed:  # trimmed now, counted in a bucket by the next APPLY
+        window.counters["trimmed"] = window.counters.get("trimmed", 0) + trimmed
     admitted = {m.decode() for m in client.smembers(keys.endpoints)}
-    reasons = {m.decode() for m in client.smembers(keys.reasons)}
-    _add_pending(window, pending, settings, now, start, end, admitted, reasons)
+    delta = _pending_delta(client, keys, pending, settings, now, start, admitted)
+    if delta is not None:
+        window.add_delta(delta, start, end)
     pending_total = unread + sum(element_count(e) for e in pending)
     return WindowRead(window, pending_total, unread, len(admitted))
+
+
+@dataclass
+class MinutesRead:
+    """The minute buckets of a window: ``versions[(shard, bucket)]`` is each bucket's version
+    (``""``: none), ``hashes`` the buckets that changed since the versions the caller gave
+    (field -> value, as stored), and ``pending`` the raw events not aggregated yet, folded."""
+
+    start: int
+    end: int
+    versions: dict[tuple[int, int], str]
+    hashes: dict[tuple[int, int], dict[bytes, bytes]]
+    pending: Delta | None
+
+
+def read_minutes(
+    client: Client,
+    settings: Settings,
+    now: float,
+    known: Mapping[tuple[int, int], str] | None = None,
+) -> MinutesRead:
+    """The minute buckets of the window ending at ``now`` that changed since the ``known``
+    versions ((shard, bucket) -> version), with the raw events not aggregated yet (the newest
+    ``PENDING_READ_MAX`` of them). Each shard is read by one script, atomically."""
+    keys = Keys(settings.key_prefix, settings.shards)
+    start, end = window_start(now, settings.window_s), bucket_of(now)
+    known = known or {}
+    versions: dict[tuple[int, int], str] = {}
+    hashes: dict[tuple[int, int], dict[bytes, bytes]] = {}
+    pending: list[bytes] = []
+    budget = PENDING_READ_MAX
+    read = Scripts.of(client).read_minutes
+    for sk in keys.all_shards():
+        held = [known.get((sk.shard, b), "") for b in range(start, end + 1)]
+        shard_versions, shard_hashes, claimed, raw = read(
+            keys=[sk.leases, sk.raw], args=[sk.base, start, end, max(budget, 0), *held]
+        )
+        buckets = range(start, end + 1)
+        for bucket, version, flat in zip(buckets, shard_versions, shard_hashes, strict=True):
+            versions[sk.shard, bucket] = version.decode() if isinstance(version, bytes) else ""
+            if flat is not None:
+                hashes[sk.shard, bucket] = dict(zip(flat[0::2], flat[1::2], strict=True))
+        budget -= sum(element_count(e) for e in raw)
+        pending += claimed
+        pending += raw
+    delta = _pending_delta(client, keys, pending, settings, now, start)
+    return MinutesRead(start, end, versions, hashes, delta)
+
+
+def read_totals(client: Client, settings: Settings) -> dict[str, dict[str, int]]:
+    """Every request, error and payment failure aggregated so far (monotonic counters):
+    ``{"requests": {endpoint: n}, "errors": {endpoint: n}, "payment_failures": {reason: n}}``."""
+    keys = Keys(settings.key_prefix, settings.shards)
+    pipe = client.pipeline(transaction=False)
+    for sk in keys.all_shards():
+        pipe.hgetall(sk.totals)
+    out: dict[str, dict[str, int]] = {"requests": {}, "errors": {}, "payment_failures": {}}
+    section = {b"c": out["requests"], b"e": out["errors"], b"pc": out["payment_failures"]}
+    for fields in pipe.execute():
+        for raw_key, raw_value in fields.items():
+            kind, _, name = raw_key.partition(b":")
+            target = section.get(kind)
+            if target is not None and name:
+                text = name.decode("utf-8", "replace")
+                target[text] = target.get(text, 0) + int(raw_value)
+    return out
 
 
 def _refused(names: set[str], admitted: set[str], cap: int) -> set[str]:
@@ -381,18 +470,21 @@ def _refused(names: set[str], admitted: set[str], cap: int) -> set[str]:
     return refused
 
 
-def _add_pending(
-    window: Window,
+def _pending_delta(
+    client: Client,
+    keys: Keys,
     entries: list[bytes],
     settings: Settings,
     now: float,
     start: int,
-    end: int,
-    admitted: set[str],
-    reasons: set[str],
-) -> None:
+    admitted: set[str] | None = None,
+) -> Delta | None:
+    """Raw events not aggregated yet, folded as an aggregator would (caps included)."""
     if not entries:
-        return
+        return None
+    if admitted is None:
+        admitted = {m.decode() for m in client.smembers(keys.endpoints)}
+    reasons = {m.decode() for m in client.smembers(keys.reasons)}
     # Clamp future stamps to the real clock, not to a past ``now``, so that events after a
     # past window's end stay outside it.
     fold_now = max(now, time.time())
@@ -410,7 +502,7 @@ def _add_pending(
         fold_now,
     )
     delta.counters.pop((bucket_of(fold_now), "too_old"), None)
-    window.add_delta(delta, start, end)
+    return delta
 
 
 def record_heartbeat(client: Client, settings: Settings, who: str, now: float) -> None:

@@ -43,6 +43,8 @@ BAD_TEXT = {
     "MONITOR_QUEUES": [",", " , , "],
     "MONITOR_ENDPOINT_STYLE": ["path", "Route", "method"],
     "MONITOR_EXCLUDE_PATHS": ["health*", "/metrics,static/*"],
+    "MONITOR_WEB_TOKENS": ["alice", "alice=short", "=0123456789abcdef", "a b=0123456789abcdef"],
+    "MONITOR_METRICS_TOKEN": ["short", "0123456789 abcdef"],
     "MONITOR_HISTORY_URL": ["ftp://x", "mysql://h/db", "redis://h/0", "postgresql://[x"],
 }
 # Free text: every value is acceptable.
@@ -51,6 +53,7 @@ FREE_TEXT = {
     "MONITOR_SERVICE_NAME",
     "MONITOR_ENVIRONMENT",
     "MONITOR_ENDPOINTS",
+    "MONITOR_WEB_ALLOWED_HOSTS",
 }
 # Values the type accepts but the field cannot hold; -1 is out of range for every number read.
 OUT_OF_RANGE = {
@@ -58,6 +61,7 @@ OUT_OF_RANGE = {
     "MONITOR_ERROR_STATUS_MIN": ["99", "600"],
     "MONITOR_WINDOW_SECONDS": ["59", str(10**20)],
     "MONITOR_AGGREGATE_BATCH": [str(2**63)],
+    "MONITOR_WEB_CACHE_SECONDS": ["3601"],
     "MONITOR_HISTORY_MINUTES_RETENTION": ["1h", "4000d"],
     "MONITOR_HISTORY_HOURS_RETENTION": ["1h", "4000d"],
 }

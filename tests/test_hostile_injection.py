@@ -66,7 +66,8 @@ def _key_problems(keys: set[bytes], prefix: str) -> list[str]:
     p = re.escape(prefix).encode()
     shapes = [
         re.compile(
-            p + rb"\{(s\d+)\}:(raw|leases|roll|stats|dirty|m:\d+|(batch|push):[0-9a-f]{32})\Z"
+            p
+            + rb"\{(s\d+)\}:(raw|leases|roll|stats|totals|dirty|m:\d+|(batch|push):[0-9a-f]{32})\Z"
         ),
         re.compile(p + rb"\{(h\d+)\}:(m|mb|h|d):[a-z]:\d+\Z"),  # history rows
         re.compile(p + rb"\{(hmeta)\}:gaps\Z"),

@@ -125,7 +125,8 @@ class Archiver:
     def _queues(self, now: float, last_closed: int) -> None:
         """Queue lengths per closed minute (max and last) from the samples still kept; merging
         them again changes nothing, so every run merges all it sees."""
-        samples = queues.read_samples(self.client, self.settings, self.settings.queues)
+        names = queues.queue_names(self.client, self.settings, now)  # measured ones too
+        samples = queues.read_samples(self.client, self.settings, names)
         for name, kept in samples.items():
             series = [(float(s["t"]), int(s["n"])) for s in kept]
             snaps = queue_snapshots(name, series, last_closed * BUCKET_S)
