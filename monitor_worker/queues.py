@@ -345,7 +345,8 @@ def queue_report(client: redis.Redis, settings: Settings, now: float) -> dict[st
     'drain_eta_seconds', 'growing', 'priorities'}}``; see broker_status for the broker.
     """
     report: dict[str, Any] = {}
-    for name, samples in read_samples(client, settings, settings.queues).items():
+    names = queue_names(client, settings, now)
+    for name, samples in read_samples(client, settings, names).items():
         if not samples:
             continue
         latest = samples[-1]

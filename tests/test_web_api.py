@@ -4,6 +4,7 @@ parsers, the OpenAPI document checked by schemathesis, and the store down (503).
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import time
@@ -151,6 +152,64 @@ def test_unknown_paths_and_methods_answer_json(http: requests.Session, web: WebS
     for method in ("PUT", "PATCH"):
         response = http.request(method, web.url + "api/v1/silences", headers=headers, timeout=10)
         assert_error(response, 405, None)
+
+
+# -- history ---------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def archived(seeded: tuple[Settings, dict[str, Any]]) -> float:
+    """The seeded minutes archived into history (as the beat task would, a minute later);
+    returns the archive's now."""
+    monitor = MetricsMonitor(settings=seeded[0])
+    at = time.time() + 120
+    assert monitor.archive(now=at).minutes > 0
+    monitor.close()
+    return at
+
+
+def test_history_is_get_history_over_http(
+    http: requests.Session,
+    web: WebServer,
+    seeded: tuple[Settings, dict[str, Any]],
+    archived: float,
+) -> None:
+    monitor = MetricsMonitor(settings=seeded[0])
+    since, until = archived - 3 * 3600, archived
+    for step in ("1m", "1h", "1d"):
+        params = {"since": since, "until": until, "step": step}
+        body = get(http, web, "api/v1/history", params=params).json()
+        assert abs(body.pop("generated_at") - time.time()) < 30
+        local = monitor.get_history(since, until, step=step)
+        assert body == json.loads(json.dumps(local))
+        assert sum(r["requests"] for r in body["api"][SLOW_ENDPOINT]) == 40
+        assert sum(r["requests"] for r in body["api"][XSS_ENDPOINT]) == 40
+        assert sum(p["failures"] for p in body["payments"]) == 15
+    one = get(http, web, "api/v1/history", params={"since": since, "endpoint": XSS_ENDPOINT})
+    assert list(one.json()["api"]) == [XSS_ENDPOINT]
+    session = get(http, web, "api/v1/session").json()
+    assert session["history"] == {"minutes_retention_s": 86400.0, "hours_retention_s": 604800.0}
+    monitor.close()
+
+
+@pytest.mark.parametrize(
+    ("params", "parameter"),
+    [
+        ({}, "since"),
+        ({"since": "yesterday"}, "since"),
+        ({"since": "1e12"}, "since"),
+        ({"since": "1000", "until": "abc"}, "until"),
+        ({"since": "2000", "until": "1000"}, "until"),
+        ({"since": "1000", "step": "5m"}, "step"),
+        ({"since": "1000", "step": "1m"}, "step"),  # older than minute rows are kept
+        ({"since": "1000", "endpoint": ""}, "endpoint"),
+        ({"since": "1000", "endpoint": "x" * 201}, "endpoint"),
+    ],
+)
+def test_history_rejects_bad_parameters(
+    http: requests.Session, web: WebServer, params: dict[str, str], parameter: str
+) -> None:
+    assert_error(get(http, web, "api/v1/history", params=params), 400, parameter)
 
 
 # -- silences ------------------------------------------------------------------------------------
@@ -422,7 +481,7 @@ def test_openapi_document_holds_against_the_server(web: WebServer) -> None:
         content_type_conformance,
     ]
     operations = [result.ok() for result in schema.get_all_operations()]
-    assert len(operations) == 9
+    assert len(operations) == 10
     for operation in operations:
         modes = [schemathesis.GenerationMode.POSITIVE]
         raw = operation.definition.raw
@@ -455,7 +514,8 @@ def test_openapi_document_holds_against_the_server(web: WebServer) -> None:
 def test_store_unreachable_answers_503(seeded: tuple[Settings, dict[str, Any]]) -> None:
     dead = seeded[0].with_overrides(redis_url=f"redis://127.0.0.1:{free_port()}/0")
     with WebServer(env_for(dead)) as down, requests.Session() as http:
-        for path in ("summary", "series?endpoint=*", "alerts", "silences", "queues", "health"):
+        paths = ("summary", "series?endpoint=*", "alerts", "silences", "queues", "health")
+        for path in (*paths, "history?since=1000"):
             response = http.get(down.url + "api/v1/" + path, timeout=30)
             assert_error(response, 503, None)
             assert "unreachable" in response.json()["error"]

@@ -181,6 +181,43 @@ def test_dashboard_in_chromium(
     ]
 
 
+def test_range_selector_switches_the_table_and_sparklines_to_history(
+    wide: Watched, web: WebServer, seeded: tuple[Settings, dict[str, Any]]
+) -> None:
+    monitor = MetricsMonitor(settings=seeded[0])
+    assert monitor.archive(now=time.time() + 120).minutes > 0  # as beat would, a minute later
+    history = monitor.get_history(time.time() - 86400, step="1h")
+    monitor.close()
+    page = wide.load(web.url)
+    options = page.eval_on_selector_all("#range option", "os => os.map(o => o.value)")
+    assert options == ["1h", "24h", "7d"]  # 30 d is more than Redis keeps by default
+    live = rows(page)
+
+    page.select_option("#range", "24h")
+    page.locator("#window-info").filter(has_text="archived").wait_for(timeout=15_000)
+    assert sorted(rows(page)) == sorted(history["api"])
+    header = page.locator('#endpoints th[data-sort="p95_response_time"]').inner_text()
+    assert header == "Worst P95 s"
+    slow = page.locator(f'#endpoints tr[data-endpoint="{SLOW_ENDPOINT}"] td')
+    assert slow.nth(1).inner_text() == str(
+        sum(r["requests"] for r in history["api"][SLOW_ENDPOINT])
+    )
+    worst = max(r["p95_response_time"] for r in history["api"][SLOW_ENDPOINT])
+    assert slow.nth(4).inner_text() == f"{worst:.3f}"
+    points = page.get_attribute(
+        f'#endpoints tr[data-endpoint="{SLOW_ENDPOINT}"] svg polyline', "points"
+    )
+    assert points is not None and len(points.split()) == 24  # one per hour
+    assert "in the last 24 h" in page.locator("#payments .total").inner_text()
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "dashboard-24h-1280.png"), full_page=True)
+
+    page.select_option("#range", "1h")
+    page.locator("#window-info").filter(has_text="last 60 min").wait_for(timeout=15_000)
+    assert sorted(rows(page)) == sorted(live)
+    assert wide.problems == [] and wide.dialogs == [], wide.problems
+
+
 def test_narrow_screen_does_not_scroll_sideways(browser: Any, web: WebServer) -> None:
     narrow = Watched(browser, 390)
     try:

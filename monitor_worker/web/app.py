@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import time
 from collections.abc import Awaitable, Callable
 from importlib import resources
 from typing import Any
@@ -60,6 +61,9 @@ STATIC = {
     "favicon.svg": "image/svg+xml",
 }
 _PUBLIC_PATHS = frozenset({"/login", "/static/login.js", "/static/app.css", "/static/favicon.svg"})
+
+
+_HISTORY_PARAMETERS = ("since", "until", "step", "endpoint")
 
 
 class BadParameter(ValueError):
@@ -172,6 +176,7 @@ class Handlers:
             ("/silences/{key:path}", self.remove_silence, ["DELETE"]),
             ("/queues", self.queues, ["GET"]),
             ("/health", self.view("health"), ["GET"]),
+            ("/history", self.history, ["GET"]),
             ("/session", self.session, ["GET"]),
             ("/openapi.json", self.openapi_json, ["GET"]),
         ]
@@ -272,6 +277,30 @@ class Handlers:
         series = {e: value["series"].get(e, []) for e in wanted}
         return JSONResponse({"generated_at": generated_at, **value, "series": series})
 
+    def history(self, request: Request) -> Response:
+        """``get_history`` over HTTP: ``since`` (required), ``until``, ``step``, ``endpoint``."""
+        query = request.query_params
+        since = _number(query.get("since", ""), "since", 0.0, 1e11)
+        until = query.get("until")
+        endpoint = query.get("endpoint")
+        if endpoint is not None and not 0 < len(endpoint) <= MAX_NAME_LEN:
+            raise BadParameter("endpoint", f"endpoint: 1 to {MAX_NAME_LEN} characters")
+        now = time.time()
+        try:
+            document = self.views.monitor.get_history(
+                since,
+                None if until is None else _number(until, "until", 0.0, 1e11),
+                step=query.get("step", "1h"),
+                endpoint=endpoint,
+                now=now,
+            )
+        except ValueError as exc:  # the message starts with the argument's name
+            name = str(exc).split(" ", 1)[0].rstrip(":")
+            raise BadParameter(name if name in _HISTORY_PARAMETERS else None, str(exc)) from None
+        except REDIS_FAULTS as exc:
+            raise _unreachable(self.settings, exc) from None
+        return JSONResponse({"generated_at": now, **document})
+
     def queues(self, request: Request) -> Response:
         summary, generated_at = self.views.get("summary")
         return JSONResponse(
@@ -296,6 +325,13 @@ class Handlers:
                     "payment_failures": self.settings.payment_failure_threshold,
                     "queue_length": self.settings.celery_queue_threshold,
                 },
+                "history": dict(
+                    zip(
+                        ("minutes_retention_s", "hours_retention_s"),
+                        self.settings.history_retention,
+                        strict=True,
+                    )
+                ),
             }
         )
 

@@ -169,6 +169,50 @@ SCHEMAS: dict[str, Any] = {
             "csrf_token": STR,
             "tokens_required": {"type": "boolean"},
             "thresholds": _map(NUM),
+        },
+        {"history": _obj({"minutes_retention_s": NUM, "hours_retention_s": NUM})},
+    ),
+    "History": _obj(
+        {
+            "generated_at": NUM,
+            "step_seconds": INT,
+            "gaps": {
+                "type": "array",
+                "items": {"type": "array", "items": INT, "minItems": 2, "maxItems": 2},
+            },
+            "api": _map(
+                {
+                    "type": "array",
+                    "items": _obj(
+                        {
+                            "t": INT,
+                            "requests": INT,
+                            "errors": INT,
+                            "error_rate": NUM,
+                            "avg_response_time": NULL_NUM,
+                            "p95_response_time": NULL_NUM,
+                        }
+                    ),
+                }
+            ),
+            "payments": {
+                "type": "array",
+                "items": _obj(
+                    {
+                        "t": INT,
+                        "failures": INT,
+                        "amount_total": NUM,
+                        "by_reason": _map(INT),
+                        "amount_by_reason": _map(NUM),
+                    }
+                ),
+            },
+            "celery": _map(
+                {
+                    "type": "array",
+                    "items": _obj({"t": INT, "max_length": INT, "last_length": INT}),
+                }
+            ),
         }
     ),
 }
@@ -280,6 +324,44 @@ def document() -> dict[str, Any]:
                 "Heartbeats, outbox, last Slack error, aggregation backlog", "Health", "503"
             ),
             "/api/v1/session": _get("Who is asking, and the CSRF token of the page", "Session"),
+            "/api/v1/history": _get(
+                "Archived minutes, hours and days (the shape of get_history()): one row per "
+                "step with data, t its start (UTC); gaps are minutes lost before archiving",
+                "History",
+                "400",
+                "503",
+                params=[
+                    {
+                        "name": "since",
+                        "in": "query",
+                        "required": True,
+                        "description": "unix seconds",
+                        "schema": {"type": "number", "exclusiveMinimum": 0, "maximum": 1e11},
+                    },
+                    {
+                        "name": "until",
+                        "in": "query",
+                        "required": False,
+                        "description": "unix seconds (default: now)",
+                        "schema": {"type": "number", "exclusiveMinimum": 0, "maximum": 1e11},
+                    },
+                    {
+                        "name": "step",
+                        "in": "query",
+                        "required": False,
+                        "description": "1m (minute rows; refused beyond the minute retention), "
+                        "1h, 6h or 1d (default 1h)",
+                        "schema": {"enum": ["1m", "1h", "6h", "1d"]},
+                    },
+                    {
+                        "name": "endpoint",
+                        "in": "query",
+                        "required": False,
+                        "description": "only this endpoint in api",
+                        "schema": {"type": "string", "minLength": 1, "maxLength": 200},
+                    },
+                ],
+            ),
         },
         "components": {"schemas": SCHEMAS},
     }

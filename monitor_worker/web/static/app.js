@@ -11,7 +11,14 @@ const state = {
   sortKey: "total_requests",
   sortDir: -1,
   rows: new Map(), // endpoint -> <tr>
-  window: null, // {start, end} in unix seconds
+  window: null, // {start, end, step} in unix seconds
+  range: "1h", // "1h": the live window; longer ranges read the archived history
+};
+// a history range: its length and the step its sparklines use
+const RANGES = {
+  "24h": { seconds: 86400, step: "1h", stepSeconds: 3600, label: "last 24 h" },
+  "7d": { seconds: 7 * 86400, step: "6h", stepSeconds: 21600, label: "last 7 days" },
+  "30d": { seconds: 30 * 86400, step: "1d", stepSeconds: 86400, label: "last 30 days" },
 };
 
 function el(tag, className, text) {
@@ -96,11 +103,12 @@ function drawSpark(svg, points, key) {
     line.setAttribute("points", "");
     return;
   }
-  const span = Math.max(60, win.end - win.start);
+  const step = win.step || 60;
+  const span = Math.max(step, win.end - win.start);
   const byMinute = new Map(points.map((p) => [p.t, p[key]]));
   const max = Math.max(1, ...points.map((p) => p[key] || 0));
   const coords = [];
-  for (let t = win.start; t <= win.end; t += 60) {
+  for (let t = win.start; t <= win.end; t += step) {
     const x = ((t - win.start) / span) * 100;
     const y = 19 - ((byMinute.get(t) || 0) / max) * 18;
     coords.push(`${x.toFixed(1)},${y.toFixed(1)}`);
@@ -214,9 +222,11 @@ function sortRows(tbody) {
 function renderPayments(summary, series) {
   const [section, list] = emptiedList("payments");
   const pay = summary.payments;
-  section.querySelector(".total").textContent =
-    `${pay.failures_last_hour.toLocaleString()} in the window` +
-    (pay.failures_last_hour > state.thresholds.payment_failures ? " (over the threshold)" : "");
+  const range = RANGES[state.range];
+  section.querySelector(".total").textContent = range
+    ? `${pay.failures_last_hour.toLocaleString()} in the ${range.label}`
+    : `${pay.failures_last_hour.toLocaleString()} in the window` +
+      (pay.failures_last_hour > state.thresholds.payment_failures ? " (over the threshold)" : "");
   const chart = section.querySelector(".chart");
   chart.replaceChildren(sparkline(series.payments || [], "failures", "payments"));
   for (const [reason, count] of Object.entries(pay.by_reason)) {
@@ -342,12 +352,62 @@ async function refreshSilences() {
   }
 }
 
-let refreshing = false; // a slow store must not pile refreshes up
+// -- history ranges: the endpoint table and the sparklines from the archived steps
 
-function fetchAll() {
+function historyPath(range) {
+  const now = Date.now() / 1000;
+  const end = Math.floor(now / range.stepSeconds) * range.stepSeconds;
+  const since = end - range.seconds + range.stepSeconds;
+  return `/api/v1/history?since=${since}&step=${range.step}`;
+}
+
+// the summary's endpoint and payment sections, over a history range: counts add up, the
+// average is weighted, and the P95 shown is the worst step's (P95s do not add up)
+function historySummary(summary, history) {
+  const api = {};
+  for (const [endpoint, steps] of Object.entries(history.api)) {
+    let requests = 0;
+    let errors = 0;
+    let seconds = 0;
+    let worst = null;
+    for (const s of steps) {
+      requests += s.requests;
+      errors += s.errors;
+      seconds += (s.avg_response_time || 0) * s.requests;
+      if (s.p95_response_time !== null && (worst === null || s.p95_response_time > worst))
+        worst = s.p95_response_time;
+    }
+    api[endpoint] = {
+      total_requests: requests,
+      error_count: errors,
+      error_rate: requests ? (100 * errors) / requests : 0,
+      avg_response_time: requests ? seconds / requests : null,
+      p95_response_time: worst,
+    };
+  }
+  const byReason = {};
+  let failures = 0;
+  for (const step of history.payments) {
+    failures += step.failures;
+    for (const [reason, n] of Object.entries(step.by_reason))
+      byReason[reason] = (byReason[reason] || 0) + n;
+  }
+  const reasons = Object.entries(byReason).sort((a, b) => b[1] - a[1]);
+  return {
+    ...summary,
+    api,
+    payments: { failures_last_hour: failures, by_reason: Object.fromEntries(reasons) },
+  };
+}
+
+let refreshing = false; // a slow store must not pile refreshes up
+let rangeChanged = false; // the range changed during a refresh: refresh again after it
+
+function fetchAll(rangeKey = state.range) {
+  const range = RANGES[rangeKey];
   return Promise.all([
     api("/api/v1/summary"),
-    api("/api/v1/series?endpoint=*"),
+    range ? api(historyPath(range)) : api("/api/v1/series?endpoint=*"),
     api("/api/v1/alerts"),
     api("/api/v1/health"),
     api("/api/v1/silences"),
@@ -359,14 +419,33 @@ async function refresh(fetched) {
   if (refreshing) return;
   refreshing = true;
   try {
-    const [summary, series, alerts, health, silences] = await (fetched || fetchAll());
-    const end = Math.floor(summary.timestamp / 60) * 60;
-    state.window = { start: end - summary.window_seconds + 60, end };
-    document.getElementById("window-info").textContent =
-      `last ${Math.round(summary.window_seconds / 60)} min`;
+    const rangeKey = fetched ? "1h" : state.range; // the first load starts with the window
+    const [live, series, alerts, health, silences] = await (fetched || fetchAll(rangeKey));
+    const range = RANGES[rangeKey];
+    let summary = live;
+    if (range) {
+      const step = series.step_seconds;
+      const end = Math.floor(live.timestamp / step) * step;
+      state.window = { start: end - range.seconds + step, end, step };
+      summary = historySummary(live, series);
+      const gaps = series.gaps.length ? ` · ${series.gaps.length} gap(s) in the history` : "";
+      document.getElementById("window-info").textContent =
+        `${range.label}, archived, ${range.step} steps${gaps}`;
+    } else {
+      const end = Math.floor(live.timestamp / 60) * 60;
+      state.window = { start: end - live.window_seconds + 60, end, step: 60 };
+      document.getElementById("window-info").textContent =
+        `last ${Math.round(live.window_seconds / 60)} min`;
+    }
+    document.querySelector('#endpoints th[data-sort="p95_response_time"]').textContent = range
+      ? "Worst P95 s"
+      : "P95 s";
+    document.querySelector("#endpoints th.spark-cell").textContent = range
+      ? `Requests / ${range.step}`
+      : "Requests / min";
     renderAlerts(alerts);
-    renderEndpoints(summary, series);
-    renderPayments(summary, series);
+    renderEndpoints(summary, range ? { series: series.api } : series);
+    renderPayments(summary, range ? { payments: series.payments } : series);
     renderQueues(summary);
     renderHealth(health, summary, alerts);
     renderSilences(silences);
@@ -376,6 +455,10 @@ async function refresh(fetched) {
     if (error.status !== 401) setStatus(`not updated: ${error.message}`, true);
   } finally {
     refreshing = false;
+    if (rangeChanged) {
+      rangeChanged = false;
+      refresh();
+    }
   }
 }
 
@@ -401,6 +484,17 @@ async function start() {
     });
   }
   document.getElementById("silence-form").addEventListener("submit", addSilence);
+  const range = document.getElementById("range");
+  const kept = session.history ? session.history.hours_retention_s : 0;
+  for (const option of range.options) {
+    const r = RANGES[option.value];
+    if (r && r.seconds > kept + 86400) option.remove(); // older than the store keeps
+  }
+  range.addEventListener("change", () => {
+    state.range = range.value;
+    if (refreshing) rangeChanged = true;
+    else refresh();
+  });
   await refresh(first);
   setInterval(() => refresh(), REFRESH_MS);
 }
