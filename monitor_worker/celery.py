@@ -40,7 +40,11 @@ def load_overrides(directory: Path | None = None) -> dict[str, Any]:
 
 @app.on_configure.connect
 def _configure(sender: Celery, **_: Any) -> None:
-    config = celery_defaults(Settings.from_env())
+    from .thresholds import Thresholds
+
+    settings = Settings.from_env()
+    Thresholds.of(settings)  # a bad rules file fails at start
+    config = celery_defaults(settings)
     config.update(load_overrides())
     sender.conf.update(config)
 

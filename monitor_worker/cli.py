@@ -221,6 +221,24 @@ def cmd_health(args: argparse.Namespace) -> int:
     return 0 if report["healthy"] else 1
 
 
+def cmd_rules(args: argparse.Namespace) -> int:
+    from .thresholds import Thresholds
+
+    th = Thresholds.of(_monitor().settings)
+    rows = th.rows()
+    if args.json:
+        _json({"file": th.file.path or None, "rules": rows})
+        return 0
+    sys.stdout.write(f"rules file: {th.file.path or '(none)'}\n")
+    sys.stdout.write(f"{'section':<9} {'target':<40} {'setting':<22} {'value':>10}  source\n")
+    for row in rows:
+        sys.stdout.write(
+            f"{row['section']:<9} {row['target'][:40]:<40} {row['setting']:<22} "
+            f"{row['value']!s:>10}  {row['source']}\n"
+        )
+    return 0
+
+
 def cmd_aggregate(args: argparse.Namespace) -> int:
     result = _monitor().aggregate()
     sys.stdout.write(f"aggregated {result.events} events in {result.batches} batches\n")
@@ -270,6 +288,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("health", cmd_health, "heartbeats, backlog and outbox (exit 1 when unhealthy)")
     p.add_argument("--json", action="store_true")
     add("aggregate", cmd_aggregate, "drain pending events into the window now")
+    p = add("rules", cmd_rules, "the effective thresholds, each with where it came from")
+    p.add_argument("--json", action="store_true")
     return parser
 
 
@@ -287,6 +307,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     _setup_logging(args.verbose)
     try:
+        if args.command != "demo":
+            from .thresholds import Thresholds
+
+            Thresholds.of(Settings.from_env())  # a bad rules file fails at start
         return int(args.func(args))
     except (MonitorError, QueueInspectionError) as exc:
         sys.stderr.write(f"monitor-worker: {exc}\n")

@@ -129,6 +129,18 @@ class Settings:
     queue_growth_checks: int = 3
     queue_growth_min: int = 20
     pending_threshold: int = 100_000
+    max_tasks: int = 500
+    max_metrics: int = 500
+    max_aliases: int = 100
+    task_failure_rate_threshold: float = 10.0
+    min_task_runs: int = 10
+    task_wait_threshold: float = 60.0
+    db_p95_threshold: float = 0.5
+    cache_hit_rate_min: float = 0.0
+    min_cache_lookups: int = 100
+    rules_file: str = ""
+    # field -> "env" (its variable was set) or "class" (a MetricsMonitor subclass attribute)
+    sources: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         _check(self)
@@ -182,9 +194,14 @@ class Settings:
             if variable is not None and f.name not in values:
                 read = _READER_OF_TYPE[str(f.type)]
                 values[f.name] = read(r, variable, getattr(built_in, f.name))
+        sources = {
+            name: "env" for name, variable in _ENV_OF_FIELD.items() if env.get(variable, "").strip()
+        }
         for name, value in (defaults or {}).items():
             if not env.get(_ENV_OF_FIELD.get(name, ""), "").strip():
                 values[name] = value
+                sources[name] = "class"
+        values["sources"] = sources
         try:
             return cls(**values)
         except ConfigError as exc:
@@ -234,6 +251,16 @@ _ENV_OF_FIELD = {
     "queue_growth_checks": "MONITOR_QUEUE_GROWTH_CHECKS",
     "queue_growth_min": "MONITOR_QUEUE_GROWTH_MIN",
     "pending_threshold": "MONITOR_PENDING_THRESHOLD",
+    "max_tasks": "MONITOR_MAX_TASKS",
+    "max_metrics": "MONITOR_MAX_METRICS",
+    "max_aliases": "MONITOR_MAX_ALIASES",
+    "task_failure_rate_threshold": "MONITOR_TASK_FAILURE_RATE_THRESHOLD",
+    "min_task_runs": "MONITOR_MIN_TASK_RUNS",
+    "task_wait_threshold": "MONITOR_TASK_WAIT_THRESHOLD",
+    "db_p95_threshold": "MONITOR_DB_P95_THRESHOLD",
+    "cache_hit_rate_min": "MONITOR_CACHE_HIT_RATE_MIN",
+    "min_cache_lookups": "MONITOR_MIN_CACHE_LOOKUPS",
+    "rules_file": "MONITOR_RULES_FILE",
 }
 
 
@@ -279,6 +306,9 @@ def _check(s: Settings) -> None:
         "alert_group_max",
         "queue_growth_checks",
         "pending_threshold",
+        "max_tasks",
+        "max_metrics",
+        "max_aliases",
     )
     for name in positive_ints:
         if not 1 <= getattr(s, name) <= MAX_COUNT:
@@ -307,11 +337,19 @@ def _check(s: Settings) -> None:
         "alert_throttle_s",
         "min_requests",
         "queue_growth_min",
+        "task_failure_rate_threshold",
+        "min_task_runs",
+        "task_wait_threshold",
+        "db_p95_threshold",
+        "cache_hit_rate_min",
+        "min_cache_lookups",
     )
     for name in non_negative:
         value = getattr(s, name)
         if not (math.isfinite(value) and 0 <= value <= MAX_COUNT):
             bad(name, f"must be a number >= 0 and at most {MAX_COUNT}")
+    if s.cache_hit_rate_min > 100:
+        bad("cache_hit_rate_min", "must be a percentage 0-100")
     if not 100 <= s.error_status_min <= 599:
         bad("error_status_min", "must be an HTTP status code 100-599")
     if s.flush_mode not in ("auto", "thread", "inline"):

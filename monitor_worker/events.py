@@ -5,6 +5,16 @@ An event is one line, the free-text field last (with ``\\`` and newlines escaped
     a|<ts>|<response_time_s>|<status_code>|<endpoint>     an API request
     p|<ts>|<amount>|<reason>                              a payment failure
     o|<ts>|<count>                                        events dropped by a full app buffer
+    t|<ts>|<outcome>|<runtime_s>|<wait_s>|<n>|<queue><task>  a Celery task attempt (below)
+    d|<ts>|<duration_s>|<ok>|<alias>                      a database query (ok: 1, failed: 0)
+    k|<ts>|<lookups>|<hits>|<alias>                       one call to a cache
+    v|<ts>|<value>|<name>                                 a custom value metric
+    r|<ts>|<ok>|<name>                                    a custom success/failure event
+    n|<ts>|<queries>|<endpoint>                           database queries of one API request
+
+A task attempt's outcome is ``s`` (success), ``f`` (failure) or ``r`` (retry); runtime and
+wait are empty where unknown; ``<n>`` is the length in bytes of the escaped queue name that
+the task name follows.
 
 A flush pushes one raw-list element per shard, ``b|<count>`` and then one event per line, so
 a batch costs one list element however many events it holds. Numbers are written with
@@ -27,6 +37,15 @@ OVERFLOW = "o"
 # Upper bounds keep every stored sum finite and every entry small.
 MAX_RESPONSE_TIME_S = 1e6
 MAX_AMOUNT = 1e15
+MAX_METRIC_VALUE = 1e15
+MAX_COUNT = 2**31  # queries of one request, keys of one cache call
+TASK = "t"
+QUERY = "d"
+CACHE = "k"
+VALUE = "v"
+RATIO = "r"
+QUERIES = "n"
+TASK_OUTCOMES = ("s", "f", "r")  # success, failure, retry
 
 
 def _shown(value: Any) -> str:
@@ -153,3 +172,118 @@ def encode_payment(ts: float, reason: str, amount: float) -> bytes:
 
 def encode_overflow(ts: float, count: int) -> bytes:
     return overflow_line(ts, count).encode()
+
+
+# -- the kinds beyond requests and payments: validation, one line encoder and parser each -----
+
+
+def check_flag(value: Any, arg: str) -> bool:
+    """A bool argument (``hit``, ``ok``): anything else is a TypeError naming it."""
+    if not isinstance(value, bool):
+        raise TypeError(f"{arg} must be a bool, not {type(value).__name__}")
+    return value
+
+
+def check_count(value: Any, arg: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{arg} must be an int, not {type(value).__name__}")
+    if not 0 <= value <= MAX_COUNT:
+        raise ValueError(f"{arg} must be between 0 and {MAX_COUNT} (got {_shown(value)})")
+    return int(value)
+
+
+def check_task(
+    task: Any, outcome: Any, runtime: Any, queue_wait: Any, queue: Any
+) -> tuple[str, str, float | None, float | None, str]:
+    """Validate one task attempt; runtime and queue_wait may be None (unknown)."""
+    name = _name(task, "task")
+    if outcome not in TASK_OUTCOMES:
+        raise ValueError(
+            f"outcome must be one of {', '.join(TASK_OUTCOMES)} (got {_shown(outcome)})"
+        )
+    rt = None if runtime is None else _number(runtime, "runtime", MAX_RESPONSE_TIME_S)
+    wait = None if queue_wait is None else _number(queue_wait, "queue_wait", MAX_RESPONSE_TIME_S)
+    return name, outcome, rt, wait, "" if queue is None or queue == "" else _name(queue, "queue")
+
+
+def check_query(alias: Any, duration: Any, ok: Any) -> tuple[str, float, bool]:
+    return (
+        _name(alias, "alias"),
+        _number(duration, "duration", MAX_RESPONSE_TIME_S),
+        check_flag(ok, "ok"),
+    )
+
+
+def check_metric(name: Any, value: Any) -> tuple[str, float]:
+    return _name(name, "name"), _number(value, "value", MAX_METRIC_VALUE)
+
+
+def _opt(value: float | None) -> str:
+    return "" if value is None else repr(value)
+
+
+def task_line(
+    ts: float, escaped_task: str, outcome: str, runtime_s: float | None, wait_s: float | None,
+    queue: str,
+) -> str:  # fmt: skip
+    q = escape_name(queue)
+    return (
+        f"t|{ts!r}|{outcome}|{_opt(runtime_s)}|{_opt(wait_s)}|{len(q.encode())}|{q}{escaped_task}"
+    )
+
+
+def query_line(ts: float, escaped_alias: str, duration_s: float, ok: bool) -> str:
+    return f"d|{ts!r}|{duration_s!r}|{int(ok)}|{escaped_alias}"
+
+
+def cache_line(ts: float, escaped_alias: str, lookups: int, hits: int) -> str:
+    return f"k|{ts!r}|{lookups}|{hits}|{escaped_alias}"
+
+
+def value_line(ts: float, escaped_name: str, value: float) -> str:
+    return f"v|{ts!r}|{value!r}|{escaped_name}"
+
+
+def ratio_line(ts: float, escaped_name: str, ok: bool) -> str:
+    return f"r|{ts!r}|{int(ok)}|{escaped_name}"
+
+
+def queries_line(ts: float, escaped_endpoint: str, queries: int) -> str:
+    return f"n|{ts!r}|{queries}|{escaped_endpoint}"
+
+
+# buffered item kind -> line encoder of (ts, escaped name, *the item's other fields)
+LINE_OF_KIND: dict[str, Any] = {
+    PAYMENT: payment_line,
+    TASK: task_line,
+    QUERY: query_line,
+    CACHE: cache_line,
+    VALUE: value_line,
+    RATIO: ratio_line,
+    QUERIES: queries_line,
+}
+
+
+def _opt_number(raw: bytes) -> float | None:
+    return None if raw == b"" else float(raw)
+
+
+def parse_task(line: bytes) -> tuple[float, bytes, float | None, float | None, bytes, bytes]:
+    """(ts, outcome, runtime_s, wait_s, raw queue, raw task) of a ``t|`` line."""
+    _, ts_b, outcome, rt_b, wait_b, qlen_b, rest = line.split(b"|", 6)
+    qlen = int(qlen_b)
+    if not 0 <= qlen < len(rest) or outcome not in (b"s", b"f", b"r"):
+        raise ValueError("bad task line")
+    return float(ts_b), outcome, _opt_number(rt_b), _opt_number(wait_b), rest[:qlen], rest[qlen:]
+
+
+def parse_pair(line: bytes) -> tuple[float, bytes, bytes, bytes]:
+    """(ts, first field, second field, raw name) of a ``d|``, ``k|`` line."""
+    _, ts_b, a, b, name = line.split(b"|", 4)
+    return float(ts_b), a, b, name
+
+
+def parse_single(line: bytes) -> tuple[float, bytes, bytes]:
+    """(ts, field, raw name) of a ``v|``, ``r|``, ``n|`` line."""
+    _, ts_b, a, name = line.split(b"|", 3)
+    return float(ts_b), a, name

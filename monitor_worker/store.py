@@ -28,11 +28,20 @@ from .config import Settings, redact_url
 from .events import element_count
 from .keys import LEASE_MS, PUSH_DEDUPE_TTL_S, RAW_TTL_S, Keys, ShardKeys, bucket_ttl_s
 from .windows import (
+    CACHE,
+    DB,
+    FIELD_TYPES,
+    QUERIES,
+    RATIOS,
+    TASK_QUEUES,
+    TASKS,
+    VALUES,
     ApiAcc,
     Delta,
     Window,
     bucket_of,
     cap_names,
+    cap_sections,
     fold,
     format_bins,
     window_start,
@@ -166,6 +175,40 @@ class DrainResult:
     held: str | None = None  # the batch claimed and left unapplied (``stop_after_claim``)
 
 
+# section -> (admitted-names group, the Settings field of its cap); requests' query counts
+# share the endpoints' group
+_CAPS = {
+    TASKS: ("tasks", "max_tasks"),
+    TASK_QUEUES: ("task_queues", "max_aliases"),
+    DB: ("db", "max_aliases"),
+    CACHE: ("cache", "max_aliases"),
+    VALUES: ("metrics", "max_metrics"),
+    RATIOS: ("metrics", "max_metrics"),
+    QUERIES: ("endpoints", "max_endpoints"),
+}
+
+
+def _names_by_group(delta: Delta) -> dict[str, set[str]]:
+    """The names of the delta per capped group (endpoints: of requests and query counts)."""
+    groups: dict[str, set[str]] = {"endpoints": {ep for _, ep in delta.api}}
+    for _, head, name in delta.stats:
+        groups.setdefault(_CAPS[head][0], set()).add(name)
+    return groups
+
+
+def _cap_all(
+    delta: Delta, refused: dict[str, set[str]], refused_reasons: set[str], now: float
+) -> None:
+    """Fold every name a cap refused (``refused``: group -> names) into ``__other__``."""
+    cap_names(delta, refused.get("endpoints", set()), refused_reasons, now)
+    cap_sections(delta, {h: refused.get(g, set()) for h, (g, _) in _CAPS.items()}, now)
+
+
+def _stat_value(kind: str, value: Any) -> Any:
+    t = FIELD_TYPES[kind]
+    return format_bins(value) if t == "h" else repr(value) if t == "f" else value
+
+
 def _acc_fields(acc: ApiAcc) -> list[Any]:
     """An endpoint's statistics as APPLY reads them: count, errors, sum, at-or-below, bins."""
     return [acc.count, acc.errors, repr(acc.sum_s), acc.at_or_below, format_bins(acc.bins)]
@@ -192,8 +235,12 @@ def _records(delta: Delta, start: int) -> list[Any]:
     roll: list[Any] = []
     for endpoint, acc in summed.items():
         roll += [endpoint, *_acc_fields(acc)]
+    sections: list[Any] = []
+    for (bucket, _, name), stats in delta.stats.items():
+        for kind, value in stats.items():
+            sections += [bucket, f"{kind}:{name}", FIELD_TYPES[kind], _stat_value(kind, value)]
     counts = [len(delta.api), len(delta.pay), len(delta.counters), len(summed)]
-    return [*counts, *api, *pay, *counters, *roll]
+    return [*counts, *api, *pay, *counters, *roll, len(sections) // 4, *sections]
 
 
 class Aggregator:
@@ -204,7 +251,7 @@ class Aggregator:
         self.settings = settings
         self.keys = Keys(settings.key_prefix, settings.shards)
         self.scripts = Scripts.of(client)
-        self._admitted_endpoints: set[str] = set()
+        self._admitted: dict[str, set[str]] = {}  # group -> names known admitted
         self._admitted_reasons: set[str] = set()
 
     def drain(
@@ -271,16 +318,20 @@ class Aggregator:
             threshold_s=s.api_response_threshold,
             oldest_bucket=bucket_of(now) - bucket_ttl_s(s.window_s) // 60 + 1,
         )
-        refused_endpoints = self._admit(
-            {ep for _, ep in delta.api},
-            self._admitted_endpoints,
-            self.keys.endpoints,
-            s.max_endpoints,
-        )
+        caps = {group: getattr(s, field) for group, field in _CAPS.values()}
+        refused = {
+            group: self._admit(
+                names,
+                self._admitted.setdefault(group, set()),
+                self.keys.admitted(group),
+                caps[group],
+            )
+            for group, names in _names_by_group(delta).items()
+        }
         refused_reasons = self._admit(
             {r for _, r in delta.pay}, self._admitted_reasons, self.keys.reasons, s.max_reasons
         )
-        cap_names(delta, refused_endpoints, refused_reasons, now)
+        _cap_all(delta, refused, refused_reasons, now)
         return delta
 
     def _admit(self, names: set[str], known: set[str], key: str, cap: int) -> set[str]:
@@ -362,11 +413,19 @@ def read_window(client: Client, settings: Settings, now: float) -> WindowRead:
         unread += max(0, int(queued) - read)  # counted, not folded in
         pending += claimed
         pending += raw
-    admitted = {m.decode() for m in client.smembers(keys.endpoints)}
-    reasons = {m.decode() for m in client.smembers(keys.reasons)}
+    groups = sorted({group for group, _ in _CAPS.values()})
+    pipe = client.pipeline(transaction=False)
+    for group in groups:
+        pipe.smembers(keys.admitted(group))
+    pipe.smembers(keys.reasons)
+    *members, reasons_raw = pipe.execute()
+    admitted = {
+        group: {m.decode() for m in names} for group, names in zip(groups, members, strict=True)
+    }
+    reasons = {m.decode() for m in reasons_raw}
     _add_pending(window, pending, settings, now, start, end, admitted, reasons)
     pending_total = unread + sum(element_count(e) for e in pending)
-    return WindowRead(window, pending_total, unread, len(admitted))
+    return WindowRead(window, pending_total, unread, len(admitted["endpoints"]))
 
 
 def _refused(names: set[str], admitted: set[str], cap: int) -> set[str]:
@@ -388,7 +447,7 @@ def _add_pending(
     now: float,
     start: int,
     end: int,
-    admitted: set[str],
+    admitted: dict[str, set[str]],
     reasons: set[str],
 ) -> None:
     if not entries:
@@ -403,11 +462,13 @@ def _add_pending(
         threshold_s=settings.api_response_threshold,
         oldest_bucket=start,
     )
-    cap_names(
-        delta,
-        _refused({ep for _, ep in delta.api}, admitted, settings.max_endpoints),
-        _refused({r for _, r in delta.pay}, reasons, settings.max_reasons),
-        fold_now,
+    caps = {group: getattr(settings, field) for group, field in _CAPS.values()}
+    refused = {
+        group: _refused(names, admitted[group], caps[group])
+        for group, names in _names_by_group(delta).items()
+    }
+    _cap_all(
+        delta, refused, _refused({r for _, r in delta.pay}, reasons, settings.max_reasons), fold_now
     )
     delta.counters.pop((bucket_of(fold_now), "too_old"), None)
     window.add_delta(delta, start, end)

@@ -47,6 +47,7 @@ FREE_TEXT = {
     "MONITOR_SERVICE_NAME",
     "MONITOR_ENVIRONMENT",
     "MONITOR_ENDPOINTS",
+    "MONITOR_RULES_FILE",  # a path; the file itself is checked by the worker and the CLI
 }
 # Values the type accepts but the field cannot hold; -1 is out of range for every number read.
 OUT_OF_RANGE = {
@@ -54,6 +55,7 @@ OUT_OF_RANGE = {
     "MONITOR_ERROR_STATUS_MIN": ["99", "600"],
     "MONITOR_WINDOW_SECONDS": ["59", str(10**20)],
     "MONITOR_AGGREGATE_BATCH": [str(2**63)],
+    "MONITOR_CACHE_HIT_RATE_MIN": ["100.5"],
 }
 
 
