@@ -10,14 +10,22 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+import signal
 import time
 from pathlib import Path
 from typing import Any
 
 from celery import Celery
-from celery.signals import beat_init, before_task_publish, worker_process_shutdown
+from celery.signals import (
+    beat_embedded_init,
+    beat_init,
+    before_task_publish,
+    worker_process_init,
+    worker_process_shutdown,
+)
 
 from .config import Settings
+from .lifetime import die_with_parent
 from .schedule import TASK_NAMES, celery_defaults
 
 log = logging.getLogger("monitor_worker.celery")
@@ -56,6 +64,14 @@ _IN_BEAT = False
 def _beat_started(**_: Any) -> None:
     global _IN_BEAT
     _IN_BEAT = True
+
+
+@beat_embedded_init.connect
+@worker_process_init.connect
+def _stop_with_the_worker(**_: Any) -> None:
+    """A pool child or an embedded beat stops when its worker is killed outright, instead of
+    living on unowned (running the beat schedule with nobody to stop it)."""
+    die_with_parent(signal.SIGTERM)
 
 
 @before_task_publish.connect

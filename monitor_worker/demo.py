@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import os
 import random
+import signal
 import subprocess
 import sys
 import time
 
 from .config import Settings, state_dir
+from .lifetime import child_preexec, sigterm_as_interrupt
 from .monitor import MetricsMonitor
 from .report import format_summary
 
@@ -39,18 +41,49 @@ def synthetic_request(rng: random.Random) -> tuple[str, float, int]:
 
 
 def run_demo(duration_s: float = 0.0) -> int:
+    """Run until ``duration_s`` has passed (0: until Ctrl-C or SIGTERM), then stop everything
+    it started. Killed outright, its server and worker stop on their own."""
     from .embedded import EmbeddedRedis
 
-    settings = Settings.from_env()
     server: EmbeddedRedis | None = None
-    env = dict(os.environ, **DEMO_ENV)
-    if not settings.redis_url_explicit and not settings.broker_url_explicit:
-        server = EmbeddedRedis().start()
-        env["MONITOR_REDIS_URL"] = env["CELERY_BROKER_URL"] = server.url
-        sys.stdout.write(f"MONITOR_REDIS_URL={server.url}\n")
-    monitor = MetricsMonitor(settings=Settings.from_env(env))
+    worker: subprocess.Popen[bytes] | None = None
+    monitor: MetricsMonitor | None = None
+    code = 0
+    try:
+        with sigterm_as_interrupt():
+            settings = Settings.from_env()
+            env = dict(os.environ, **DEMO_ENV)
+            if not settings.redis_url_explicit and not settings.broker_url_explicit:
+                server = EmbeddedRedis().start()
+                env["MONITOR_REDIS_URL"] = env["CELERY_BROKER_URL"] = server.url
+                sys.stdout.write(f"MONITOR_REDIS_URL={server.url}\n")
+            monitor = MetricsMonitor(settings=Settings.from_env(env))
+            worker = _start_worker(env)
+            code = _traffic(monitor, worker, duration_s)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        # A second SIGTERM must not cut the cleanup short.
+        previous = signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        try:
+            if monitor is not None:
+                monitor.close()
+            if worker is not None:
+                worker.terminate()
+                try:
+                    worker.wait(20)
+                except subprocess.TimeoutExpired:
+                    worker.kill()
+            if server is not None:
+                server.stop()
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+    return code
+
+
+def _start_worker(env: dict[str, str]) -> subprocess.Popen[bytes]:
     schedule = state_dir() / "demo-celerybeat-schedule"
-    worker = subprocess.Popen(
+    return subprocess.Popen(
         [
             sys.executable,
             "-m",
@@ -66,7 +99,11 @@ def run_demo(duration_s: float = 0.0) -> int:
         ],
         env=env,
         start_new_session=True,
+        preexec_fn=child_preexec(),
     )
+
+
+def _traffic(monitor: MetricsMonitor, worker: subprocess.Popen[bytes], duration_s: float) -> int:
     sys.stdout.write(
         "demo: synthetic traffic running; alerts appear within about a minute (Ctrl-C to stop)\n"
     )
@@ -74,30 +111,18 @@ def run_demo(duration_s: float = 0.0) -> int:
     started = time.monotonic()
     next_table = started + 10
     next_payment = started + 2
-    try:
-        while not duration_s or time.monotonic() - started < duration_s:
-            for _ in range(5):
-                monitor.track_api_request(*synthetic_request(rng))
-            if time.monotonic() >= next_payment:
-                monitor.track_payment_failure(rng.choice(REASONS), rng.choice((9900, 29000)))
-                next_payment += 2
-            if time.monotonic() >= next_table:
-                sys.stdout.write("\n" + format_summary(monitor.get_metrics_summary()))
-                sys.stdout.flush()
-                next_table += 15
-            if worker.poll() is not None:
-                sys.stderr.write("demo: the worker stopped\n")
-                return 1
-            time.sleep(0.1)  # pacing the synthetic traffic, ~50 requests per second
-    except KeyboardInterrupt:
-        pass
-    finally:
-        monitor.close()
-        worker.terminate()
-        try:
-            worker.wait(20)
-        except subprocess.TimeoutExpired:
-            worker.kill()
-        if server is not None:
-            server.stop()
+    while not duration_s or time.monotonic() - started < duration_s:
+        for _ in range(5):
+            monitor.track_api_request(*synthetic_request(rng))
+        if time.monotonic() >= next_payment:
+            monitor.track_payment_failure(rng.choice(REASONS), rng.choice((9900, 29000)))
+            next_payment += 2
+        if time.monotonic() >= next_table:
+            sys.stdout.write("\n" + format_summary(monitor.get_metrics_summary()))
+            sys.stdout.flush()
+            next_table += 15
+        if worker.poll() is not None:
+            sys.stderr.write("demo: the worker stopped\n")
+            return 1
+        time.sleep(0.1)  # pacing the synthetic traffic, ~50 requests per second
     return 0

