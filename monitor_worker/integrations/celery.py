@@ -22,7 +22,6 @@ A fault in here never reaches the task: it is logged (once a minute) and the eve
 
 from __future__ import annotations
 
-import logging
 import threading
 import time
 import weakref
@@ -39,17 +38,15 @@ from celery.signals import (
 )
 
 from ..events import MAX_RESPONSE_TIME_S
+from ._record import fault, monitor_or_default, record
 
 if TYPE_CHECKING:
     from ..monitor import MetricsMonitor
-
-log = logging.getLogger("monitor_worker.integrations.celery")
 
 HEADER = "monitor_published_at"  # unix time the message was published, stamped by the publisher
 _OUTCOMES = {"SUCCESS": "s", "FAILURE": "f", "RETRY": "r"}
 _INSTRUMENTED: weakref.WeakKeyDictionary[Celery, _Instrumentation] = weakref.WeakKeyDictionary()
 _LOCK = threading.Lock()
-FAULT_LOG_INTERVAL_S = 60.0
 
 
 def instrument(app: Celery, monitor: MetricsMonitor | None = None) -> None:
@@ -92,14 +89,6 @@ class _Instrumentation:
         # (task id, retries: a retry's next attempt may start before this one ends) ->
         # (perf_counter at start, queue wait or None, queue or None)
         self._started: dict[tuple[str, Any], tuple[float, float | None, str | None]] = {}
-        self._last_fault = -float("inf")
-
-    def monitor(self) -> MetricsMonitor:
-        if self._monitor is None:
-            from .. import metrics_monitor
-
-            self._monitor = metrics_monitor
-        return self._monitor
 
     def _ours(self, task: Any) -> bool:
         return getattr(task, "app", None) is self._app()
@@ -118,7 +107,7 @@ class _Instrumentation:
             wait = queue_wait(time.time(), getattr(request, HEADER, None), request.eta)
             self._started[task_id, request.retries] = (time.perf_counter(), wait, queue)
         except Exception as exc:  # never into the task
-            self._fault(exc)
+            fault("task_prerun", exc)
 
     def on_postrun(self, task_id: str = "", task: Any = None, state: Any = None, **_: Any) -> None:
         if not self._ours(task):
@@ -131,18 +120,10 @@ class _Instrumentation:
             return
         began, wait, queue = started
         runtime = None if outcome == "r" else min(MAX_RESPONSE_TIME_S, time.perf_counter() - began)
-        try:
-            self.monitor().track_task(
-                task.name, outcome, runtime=runtime, queue_wait=wait, queue=queue
-            )
-        except Exception as exc:  # a name over 200 characters, a broken settings: never raise
-            self._fault(exc)
+        record(
+            self._monitor, "track_task", task.name, outcome,
+            runtime=runtime, queue_wait=wait, queue=queue,
+        )  # fmt: skip
 
     def on_shutdown(self, **_: Any) -> None:
-        self.monitor().flush(timeout=2.0)
-
-    def _fault(self, exc: BaseException) -> None:
-        now = time.monotonic()
-        if now - self._last_fault >= FAULT_LOG_INTERVAL_S:
-            self._last_fault = now
-            log.warning("a task was not recorded: %s: %s", type(exc).__name__, exc)
+        monitor_or_default(self._monitor).flush(timeout=2.0)
