@@ -24,6 +24,7 @@ SCRIPTS = (
     "profile_pipeline",
     "queue_inspection",
     "alert_latency",
+    "hook_cost",
 )
 FULL_LIMIT_S = 15 * 60
 

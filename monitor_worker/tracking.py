@@ -26,6 +26,8 @@ from typing import Any
 from .config import Settings
 from .events import (
     LINE_OF_KIND,
+    MAX_COUNT,
+    MAX_METRIC_VALUE,
     MAX_RESPONSE_TIME_S,
     api_lines,
     check_api,
@@ -171,9 +173,17 @@ class Tracker:
     ) -> None:
         """Record one database query of ``alias`` (seconds; ``ok=False``: it raised) and count
         it in the open ``QueryScope``. The database integrations call this."""
-        alias, duration_s, ok = check_query(alias, duration, ok)
+        if not (
+            type(alias) is str
+            and 0 < len(alias) <= 200
+            and alias.isascii()
+            and type(duration) is float
+            and 0 <= duration <= MAX_RESPONSE_TIME_S
+            and type(ok) is bool
+        ):
+            alias, duration, ok = check_query(alias, duration, ok)
         ts = _time() if timestamp is None else check_timestamp(timestamp)
-        self._append(("d", ts, alias, duration_s, ok))
+        self._append(("d", ts, alias, duration, ok))
         scope = _SCOPE.get()
         if scope is not None:
             scope.queries += 1
@@ -181,16 +191,24 @@ class Tracker:
     def track_cache(self, name: str, hit: bool, *, timestamp: float | None = None) -> None:
         """Record one cache lookup of cache ``name``: ``hit`` is True when the key was there
         (whatever its value)."""
-        self.track_cache_lookups(name, 1, int(check_flag(hit, "hit")), timestamp=timestamp)
+        self.track_cache_lookups(name, 1, 1 if check_flag(hit, "hit") else 0, timestamp=timestamp)
 
     def track_cache_lookups(
         self, name: str, lookups: int, hits: int, *, timestamp: float | None = None
     ) -> None:
         """Record one call that looked up ``lookups`` keys of cache ``name``, ``hits`` found."""
-        lookups = check_count(lookups, "lookups")
-        if check_count(hits, "hits") > lookups:
-            raise ValueError(f"hits must be at most lookups ({lookups}) (got {hits})")
-        name, _ = check_metric(name, 0)
+        if not (
+            type(name) is str
+            and 0 < len(name) <= 200
+            and name.isascii()
+            and type(lookups) is int
+            and type(hits) is int
+            and 0 <= hits <= lookups <= MAX_COUNT
+        ):
+            lookups = check_count(lookups, "lookups")
+            if check_count(hits, "hits") > lookups:
+                raise ValueError(f"hits must be at most lookups ({lookups}) (got {hits})")
+            name, _ = check_metric(name, 0)
         ts = _time() if timestamp is None else check_timestamp(timestamp)
         self._append(("k", ts, name, lookups, hits))
 
@@ -199,9 +217,16 @@ class Tracker:
         count, average, P95 and maximum.
 
         Usage: ``metrics_monitor.track_metric("checkout.basket_size", 3)``"""
-        name, value_f = check_metric(name, value)
+        if not (
+            type(name) is str
+            and 0 < len(name) <= 200
+            and name.isascii()
+            and (type(value) is float or type(value) is int)
+            and 0 <= value <= MAX_METRIC_VALUE
+        ):
+            name, value = check_metric(name, value)
         ts = _time() if timestamp is None else check_timestamp(timestamp)
-        self._append(("v", ts, name, value_f))
+        self._append(("v", ts, name, float(value)))
 
     def track_event(self, name: str, ok: bool, *, timestamp: float | None = None) -> None:
         """Record one success (``ok=True``) or failure of the custom event ``name``: its window

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 from django.core.cache import caches
 from django.core.cache.backends.base import DEFAULT_TIMEOUT
 
-from ._record import record
+from ._record import fault, monitor_or_default
 
 if TYPE_CHECKING:
     from ..monitor import MetricsMonitor
@@ -111,48 +111,87 @@ def instrument_cache(cache: Any, alias: str, monitor: MetricsMonitor | None = No
     if getattr(cache, _ATTR, None) is not None:
         return
     setattr(cache, _ATTR, alias)
+    report = _reporter(alias, monitor_or_default(monitor).track_cache_lookups)
+    cache.get = _counted_get(cache.get, report)
     for name, prepare in _METHODS.items():
-        setattr(cache, name, _counted(getattr(cache, name), prepare, alias, monitor))
+        if name != "get":
+            setattr(cache, name, _counted(getattr(cache, name), prepare, report))
         async_name = "a" + name
-        setattr(cache, async_name, _acounted(getattr(cache, async_name), prepare, alias, monitor))
+        setattr(cache, async_name, _acounted(getattr(cache, async_name), prepare, report))
 
 
-def _report(outer: _Call | None, alias: str, lookups: int, hits: int, monitor: Any) -> None:
-    if outer is not None:
-        outer.inner.append(hits > 0)  # made by a counted call: counted there
-    elif lookups:
-        record(monitor, "track_cache_lookups", alias, lookups, hits)
+Report = Callable[[_Call | None, int, int], None]
 
 
-def _counted(method: Any, prepare: Any, alias: str, monitor: Any) -> Callable[..., Any]:
-    def counted(*args: Any, **kwargs: Any) -> Any:
-        call_args, finish = prepare(*args, **kwargs)
+def _reporter(alias: str, track: Callable[..., None]) -> Report:
+    def report(outer: _Call | None, lookups: int, hits: int) -> None:
+        if outer is not None:
+            outer.inner.append(hits > 0)  # made by a counted call: counted there
+        elif lookups:
+            try:
+                track(alias, lookups, hits)
+            except (TypeError, ValueError) as exc:  # an alias over 200 characters
+                fault("track_cache_lookups", exc)
+
+    return report
+
+
+def _counted_get(method: Any, report: Report) -> Callable[..., Any]:
+    """``get``, the call that matters most, without the generic wrapper's allocations."""
+
+    def get(key: Any, default: Any = None, version: Any = None) -> Any:
         outer = _CALL.get()
-        call = _Call()
-        token = _CALL.set(call)
+        token = _CALL.set(_Call())
         try:
-            result = method(*call_args)
+            value = method(key, _MISSING, version)
         finally:
             _CALL.reset(token)
-        lookups, hits, returned = finish(result, call)
-        _report(outer, alias, lookups, hits, monitor)
+        if value is _MISSING:
+            report(outer, 1, 0)
+            return default
+        report(outer, 1, 1)
+        return value
+
+    return get
+
+
+class _Counting:
+    """One counted call: the calls made inside it count as nested, then it reports."""
+
+    __slots__ = ("args", "call", "finish", "outer", "report", "token")
+
+    def __init__(self, prepare: Any, report: Report, args: Any, kwargs: Any) -> None:
+        self.args, self.finish = prepare(*args, **kwargs)
+        self.report = report
+
+    def __enter__(self) -> _Counting:
+        self.outer = _CALL.get()
+        self.call = _Call()
+        self.token = _CALL.set(self.call)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        _CALL.reset(self.token)
+
+    def done(self, result: Any) -> Any:
+        lookups, hits, returned = self.finish(result, self.call)
+        self.report(self.outer, lookups, hits)
         return returned
+
+
+def _counted(method: Any, prepare: Any, report: Report) -> Callable[..., Any]:
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        with _Counting(prepare, report, args, kwargs) as counting:
+            result = method(*counting.args)
+        return counting.done(result)
 
     return counted
 
 
-def _acounted(method: Any, prepare: Any, alias: str, monitor: Any) -> Callable[..., Any]:
+def _acounted(method: Any, prepare: Any, report: Report) -> Callable[..., Any]:
     async def counted(*args: Any, **kwargs: Any) -> Any:
-        call_args, finish = prepare(*args, **kwargs)
-        outer = _CALL.get()
-        call = _Call()
-        token = _CALL.set(call)
-        try:
-            result = await method(*call_args)
-        finally:
-            _CALL.reset(token)
-        lookups, hits, returned = finish(result, call)
-        _report(outer, alias, lookups, hits, monitor)
-        return returned
+        with _Counting(prepare, report, args, kwargs) as counting:
+            result = await method(*counting.args)
+        return counting.done(result)
 
     return counted

@@ -18,7 +18,7 @@ from django.db import connections
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.backends.signals import connection_created
 
-from ._record import record
+from ._record import fault, monitor_or_default
 
 if TYPE_CHECKING:
     from ..monitor import MetricsMonitor
@@ -54,7 +54,7 @@ class QueryTimer:
 
     def __init__(self, alias: str, monitor: MetricsMonitor | None) -> None:
         self.alias = alias
-        self._monitor = monitor
+        self._track = monitor_or_default(monitor).track_query
 
     def __call__(
         self,
@@ -71,4 +71,7 @@ class QueryTimer:
             ok = True
             return result
         finally:
-            record(self._monitor, "track_query", self.alias, time.perf_counter() - started, ok=ok)
+            try:
+                self._track(self.alias, time.perf_counter() - started, ok=ok)
+            except (TypeError, ValueError) as exc:  # an alias over 200 characters
+                fault("track_query", exc)
