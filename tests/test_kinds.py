@@ -217,3 +217,30 @@ def test_fold_skips_malformed_lines_of_each_kind() -> None:
         ("rn", "r"),
         ("qn", "/e/"),
     }
+
+
+def test_summary_tables_show_each_kind(monitor: MetricsMonitor) -> None:
+    from monitor_worker.report import format_summary
+
+    monitor.track_task("app.charge", "f", runtime=0.25, queue_wait=1.5, queue="billing")
+    monitor.track_query("reports", 0.02, ok=False)
+    monitor.track_cache("sessions", True)
+    monitor.track_metric("basket", 3.0)
+    monitor.track_event("email.sent", ok=False)
+    monitor.track_api_request("/many/", 0.1, 200, queries=25)
+    text = format_summary(monitor.get_metrics_summary())
+    for line in (
+        "app.charge",
+        "billing",
+        "reports",
+        "sessions",
+        "basket",
+        "ok rate 0.00 %",
+        "avg queries",
+    ):
+        assert line in text, (line, text)
+    lines = text.splitlines()
+    task_row = next(row for row in lines if row.startswith("app.charge"))
+    assert task_row.split()[1:5] == ["1", "1", "100.00", "0"]  # runs, failures, %, retries
+    cache_row = next(row for row in lines if row.startswith("sessions"))
+    assert cache_row.split()[1:] == ["1", "1", "100.00"]
