@@ -86,11 +86,11 @@ def evaluate(
         if rule not in _SUBJECTS:
             continue
         section, file_section = _SUBJECTS[rule]
-        name = f"{_RULE_NAMES[rule]} {subject}" if rule not in ENDPOINT_RULES else (
-            f"{_RULE_NAMES[rule]} on {subject}"
-        )  # fmt: skip
+        endpoint_rule = rule in ENDPOINT_RULES
+        name = f"{_RULE_NAMES[rule]} {'on ' if endpoint_rule else ''}{subject}"
         if subject not in (summary.get(section) or {}):
-            title = f"{name}: no data in the last {window}"
+            what = "no request" if endpoint_rule else "no data"
+            title = f"{name}: {what} in the last {window}"
             results.append(_resolved(key, NO_TRAFFIC, title, "no traffic"))
         elif rule in ENDPOINT_RULES and watched is not None and subject not in watched:
             title = f"{name}: endpoint no longer watched"
@@ -364,34 +364,25 @@ _METRIC_LIMITS = {
 def _metric(name: str, m: Mapping[str, Any], th: Thresholds, window: str) -> RuleResult:
     key = f"metric:{name}"
     count = _int(m.get("count"))
-    limits = [
-        (f, *_METRIC_LIMITS[f], th.value("metric", name, f))
-        for f in _METRIC_LIMITS
-        if th.value("metric", name, f) is not None and _METRIC_LIMITS[f][0] in m
-    ]
-    if not limits or count < th.value("metric", name, "min_count"):
-        return RuleResult(key, INSUFFICIENT, None, None, None)
-    broken = [
+    # (shown as, value, limit, fires when above) of each threshold set for this metric
+    checks = [
         (shown, _float(m.get(stat)), limit, above)
-        for _, stat, shown, above, limit in limits
-        if (_float(m.get(stat)) > limit if above else _float(m.get(stat)) < limit)
+        for field, (stat, shown, above) in _METRIC_LIMITS.items()
+        if (limit := th.value("metric", name, field)) is not None and stat in m
     ]
-    first = broken[0] if broken else None
-    shown, value, limit, above = first or (
-        limits[0][2],
-        _float(m.get(limits[0][1])),
-        limits[0][4],
-        limits[0][3],
-    )
+    if not checks or count < th.value("metric", name, "min_count"):
+        return RuleResult(key, INSUFFICIENT, None, None, None)
+    broken = [c for c in checks if (c[1] > c[2] if c[3] else c[1] < c[2])]
+    shown, value, limit, above = broken[0] if broken else checks[0]
     details = (
-        ("Thresholds", ", ".join(f"{s} {'>' if a else '<'} {lim:g}" for _, _, s, a, lim in limits)),
+        ("Thresholds", ", ".join(f"{s} {'>' if a else '<'} {lim:g}" for s, _, lim, a in checks)),
         ("Window", window),
         ("Count", str(count)),
-        *((s, f"{_float(m.get(st)):g}") for _, st, s, _, _ in limits),
+        *((s, f"{v:g}") for s, v, _, _ in checks),
     )
     return _verdict(
         key,
-        first is not None,
+        bool(broken),
         value,
         limit,
         f"Metric {name}: {shown} {value:g} {'>' if above else '<'} {limit:g}",

@@ -340,3 +340,23 @@ def test_class_attribute_is_a_source_and_the_environment_wins(
     assert rows["task", "*", "failure_rate_percent"] == (2.0, "class")
     assert rows["db", "*", "p95_seconds"] == (0.3, "env")
     assert Strict.TASK_FAILURE_RATE_THRESHOLD == 2.0
+
+
+@pytest.mark.parametrize(
+    ("avg", "top", "state", "value"),
+    [(1.0, 150.0, FIRING, 150.0), (6.0, 50.0, FIRING, 6.0), (1.0, 50.0, OK, None)],
+)
+def test_a_value_metric_fires_on_any_of_its_thresholds(
+    avg: float, top: float, state: str, value: float | None
+) -> None:
+    th = _th('[metric."m"]\navg_above = 5\nmax_above = 100\nmin_count = 3\n')
+    part = {"m": _value(3, p95=1.0, avg=avg, top=top)}
+    result = _by_key(evaluate(summary(NOW, metrics=part), th.settings, NOW, thresholds=th))[
+        "metric:m"
+    ]
+    assert result.state == state
+    if value is not None:
+        assert result.value == value
+    few = {"m": _value(2, p95=1.0, avg=avg, top=top)}
+    below_min = _by_key(evaluate(summary(NOW, metrics=few), th.settings, NOW, thresholds=th))
+    assert below_min["metric:m"].state == INSUFFICIENT
