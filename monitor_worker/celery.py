@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib.util
 import logging
 import signal
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,7 @@ from celery.signals import (
 )
 
 from .config import Settings
+from .errors import ConfigError
 from .lifetime import die_with_parent
 from .schedule import TASK_NAMES, celery_defaults
 
@@ -50,8 +52,14 @@ def load_overrides(directory: Path | None = None) -> dict[str, Any]:
 def _configure(sender: Celery, **_: Any) -> None:
     from .thresholds import Thresholds
 
-    settings = Settings.from_env()
-    Thresholds.of(settings)  # a bad rules file fails at start
+    try:
+        settings = Settings.from_env()
+        Thresholds.of(settings)  # the rules file is read once, at start
+    except ConfigError as exc:
+        # Celery logs and ignores an exception from a signal handler; SystemExit stops the
+        # worker (or beat) at start instead of leaving it running on Celery's defaults.
+        sys.stderr.write(f"monitor-worker: {exc}\n")
+        raise SystemExit(2) from None
     config = celery_defaults(settings)
     config.update(load_overrides())
     sender.conf.update(config)

@@ -360,3 +360,25 @@ def test_a_value_metric_fires_on_any_of_its_thresholds(
     few = {"m": _value(2, p95=1.0, avg=avg, top=top)}
     below_min = _by_key(evaluate(summary(NOW, metrics=few), th.settings, NOW, thresholds=th))
     assert below_min["metric:m"].state == INSUFFICIENT
+
+
+@pytest.mark.timeout(60)
+def test_a_bad_file_stops_the_worker_at_start(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    path = tmp_path / "rules.toml"
+    path.write_text('[queue."emails"]\nmax_length = -5\n')
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MONITOR_", "CELERY_"))}
+    env["MONITOR_RULES_FILE"] = str(path)
+    done = subprocess.run(
+        [sys.executable, "-m", "celery", "-A", "monitor_worker", "worker", "--pool=solo"],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=50,
+    )
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert f'{path}:2: queue."emails".max_length' in done.stderr
