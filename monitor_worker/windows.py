@@ -189,9 +189,8 @@ class Delta:
     api: dict[tuple[int, str], ApiAcc] = field(default_factory=dict)
     pay: dict[tuple[int, str], PayAcc] = field(default_factory=dict)
     counters: dict[tuple[int, str], int] = field(default_factory=dict)
-    stats: dict[tuple[int, str, str], Stats] = field(
-        default_factory=dict
-    )  # (bucket, section, name)
+    # (bucket, section head, name) -> fields, of the kinds beyond requests and payments
+    stats: dict[tuple[int, str, str], Stats] = field(default_factory=dict)
     events: int = 0
 
     def count(self, bucket: int, name: str, n: int = 1) -> None:
