@@ -19,6 +19,7 @@ import _common as common
 SCRIPTS = (
     "track_cost",
     "end_to_end",
+    "burst",
     "summary_speed",
     "seed_baseline",
     "profile_pipeline",

@@ -25,11 +25,10 @@ from typing import Any
 
 from .config import Settings
 from .events import (
-    LINE_OF_KIND,
     MAX_COUNT,
     MAX_METRIC_VALUE,
     MAX_RESPONSE_TIME_S,
-    api_lines,
+    TASK_OUTCOMES,
     check_api,
     check_count,
     check_flag,
@@ -39,8 +38,9 @@ from .events import (
     check_task,
     check_timestamp,
     encode_chunk,
-    escape_name,
-    overflow_line,
+    encode_overflow_block,
+    encode_runs,
+    task_name,
 )
 from .keys import shard_of
 from .store import REDIS_ERRORS, Client, Scripts, connect, describe_error, push_batches
@@ -101,7 +101,7 @@ class Tracker:
         self._settings: Settings | None = None
         self._client: Client | None = None
         self._scripts: Scripts | None = None
-        self._name_cache: dict[str, tuple[int, str | None]] = {}
+        self._shard_cache: dict[str, int] = {}
         self._unsent: list[tuple[int, str, int, bytes]] | None = None
         self._flush_lock = threading.Lock()
         self._start_lock = threading.Lock()
@@ -166,7 +166,9 @@ class Tracker:
         The Celery integration calls this; ``queue`` is the routing key it came from."""
         name, outcome, rt, wait, q = check_task(task, outcome, runtime, queue_wait, queue)
         ts = _time() if timestamp is None else check_timestamp(timestamp)
-        self._append(("t", ts, name, outcome, rt, wait, q))
+        self._append(
+            ("t", ts, task_name(name, q), TASK_OUTCOMES[outcome], _nan_for(rt), _nan_for(wait))
+        )
 
     def track_query(
         self, alias: str, duration: float, *, ok: bool = True, timestamp: float | None = None
@@ -183,7 +185,7 @@ class Tracker:
         ):
             alias, duration, ok = check_query(alias, duration, ok)
         ts = _time() if timestamp is None else check_timestamp(timestamp)
-        self._append(("d", ts, alias, duration, ok))
+        self._append(("d", ts, alias, duration, 1 if ok else 0))
         scope = _SCOPE.get()
         if scope is not None:
             scope.queries += 1
@@ -236,7 +238,7 @@ class Tracker:
         name, _ = check_metric(name, 0)
         ok = check_flag(ok, "ok")
         ts = _time() if timestamp is None else check_timestamp(timestamp)
-        self._append(("r", ts, name, ok))
+        self._append(("r", ts, name, 1 if ok else 0))
 
     def _append(self, item: Item) -> None:
         """Buffer one event (the oldest goes, counted, when the buffer is full)."""
@@ -334,44 +336,45 @@ class Tracker:
                 return not self._buffer
 
     def _take(self, settings: Settings) -> list[tuple[int, str, int, bytes]] | None:
-        buf = self._buffer
-        shards = settings.shards
-        cache = self._name_cache
-        requests: dict[int, list[Item]] = {}
-        payments: dict[int, list[str]] = {}
-        popleft = buf.popleft
-        for _ in range(settings.flush_batch):
-            try:
+        """Up to a flush batch of buffered events as (shard, push id, events, chunk): items
+        are grouped by kind and name here, the one loop over events; the encoding works on
+        whole runs."""
+        popleft = self._buffer.popleft
+        by_kind: dict[str, dict[str, list[Item]]] = {}
+        try:
+            for _ in range(settings.flush_batch):
                 item = popleft()
-            except IndexError:
-                break
-            name = item[2]
-            known = cache.get(name)
-            if known is None:
-                escaped = escape_name(name)
-                known = (shard_of(name, shards), escaped if escaped != name else None)
-                if len(cache) < 10_000:
-                    cache[name] = known
-            shard, escaped_name = known
-            if item[0] == "a":
-                if escaped_name is not None:
-                    item = (item[0], item[1], escaped_name, item[3], item[4])
-                group = requests.get(shard)
-                if group is None:
-                    group = requests[shard] = []
-                group.append(item)
-            else:
-                line = LINE_OF_KIND[item[0]](item[1], escaped_name or name, *item[3:])
-                payments.setdefault(shard, []).append(line)
+                runs = by_kind.get(item[0])
+                if runs is None:
+                    runs = by_kind[item[0]] = {}
+                run = runs.get(item[2])
+                if run is None:
+                    run = runs[item[2]] = []
+                run.append(item)
+        except IndexError:
+            pass
+        cache = self._shard_cache
+        shards: dict[int, dict[str, list[tuple[str, list[Item]]]]] = {}
+        for kind, runs in by_kind.items():
+            for name, run in runs.items():
+                shard = cache.get(name)
+                if shard is None:
+                    shard = shard_of(name, settings.shards)
+                    if len(cache) < 10_000:
+                        cache[name] = shard
+                shards.setdefault(shard, {}).setdefault(kind, []).append((name, run))
         overflowed = self._overflowed
         if overflowed:
             self._overflowed -= overflowed
-            payments.setdefault(0, []).append(overflow_line(_time(), overflowed))
+            shards.setdefault(0, {})
         batches = []
-        for shard in set(requests) | set(payments):
-            lines = api_lines(requests.get(shard, ()))
-            lines += payments.get(shard, ())
-            batches.append((shard, uuid.uuid4().hex, len(lines), encode_chunk(lines)))
+        for shard, kinds in shards.items():
+            blocks = [encode_runs(kind, runs) for kind, runs in kinds.items()]
+            events = sum(len(run) for runs in kinds.values() for _, run in runs)
+            if shard == 0 and overflowed:
+                blocks.append(encode_overflow_block(overflowed))
+                events += 1
+            batches.append((shard, uuid.uuid4().hex, events, encode_chunk(blocks, events)))
         return batches or None
 
     def _fault(self, settings: Settings, exc: BaseException) -> None:
@@ -459,6 +462,11 @@ class QueryScope:
 
 
 _SCOPE: ContextVar[QueryScope | None] = ContextVar("monitor_worker_query_scope", default=None)
+
+
+def _nan_for(value: float | None) -> float:
+    """A value column's entry: NaN where the value is unknown."""
+    return math.nan if value is None else value
 
 
 def _flush_at_exit(ref: weakref.ReferenceType[Tracker]) -> None:

@@ -13,20 +13,38 @@ from __future__ import annotations
 import logging
 import math
 import re
-from collections.abc import Iterable, Mapping
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from itertools import chain, compress, repeat
+from operator import floordiv, mul
 from typing import Any
 
 from .config import BUCKET_S
 from .events import (
+    API,
     MAX_AMOUNT,
     MAX_COUNT,
     MAX_METRIC_VALUE,
     MAX_RESPONSE_TIME_S,
+    OVERFLOW,
+    PAYMENT,
+    QUERY,
+    RATIO,
+    TASK,
+    VALUE,
+    chunk_blocks,
+    decode_runs,
+    element_count,
     element_lines,
-    parse_pair,
-    parse_single,
-    parse_task,
+    overflow_count,
+    split_task_name,
+)
+from .events import (
+    CACHE as CACHE_KIND,
+)
+from .events import (
+    QUERIES as QUERIES_KIND,
 )
 
 log = logging.getLogger("monitor_worker.windows")
@@ -34,10 +52,13 @@ log = logging.getLogger("monitor_worker.windows")
 RELATIVE_ACCURACY = 0.01
 GAMMA = (1 + RELATIVE_ACCURACY) / (1 - RELATIVE_ACCURACY)
 LOG_GAMMA = math.log(GAMMA)
+INV_LOG_GAMMA = 1.0 / LOG_GAMMA
 MIN_VALUE_S = 1e-6
 ZERO_BIN = -99_999
 OTHER = "__other__"
 MAX_OVERFLOW_COUNT = 2**40
+MAX_SPLIT = 8  # buckets a block is split into column-wise; beyond, event by event
+SHORT_RUN = 8  # events per run (on average) under which a block is folded event by event
 
 
 def bucket_of(ts: float) -> int:
@@ -57,7 +78,7 @@ def window_start(now: float, window_s: int) -> int:
 def bin_of(value_s: float) -> int:
     if value_s < MIN_VALUE_S:
         return ZERO_BIN
-    return math.ceil(math.log(value_s) / LOG_GAMMA)
+    return math.ceil(math.log(value_s) * INV_LOG_GAMMA)
 
 
 def bin_value(index: int) -> float:
@@ -79,7 +100,9 @@ def parse_bins(text: str | bytes | None) -> dict[int, int]:
 
 
 def format_bins(bins: Mapping[int, int]) -> str:
-    return ",".join(f"{i}:{n}" for i, n in bins.items() if n)
+    if 0 in bins.values():
+        bins = {i: n for i, n in bins.items() if n}
+    return ",".join(map("%d:%d".__mod__, bins.items()))
 
 
 def quantile(bins: Mapping[int, int], q: float) -> float | None:
@@ -165,7 +188,7 @@ class ApiAcc:
     errors: int = 0
     sum_s: float = 0.0
     at_or_below: int = 0
-    bins: dict[int, int] = field(default_factory=dict)
+    bins: Counter[int] = field(default_factory=Counter)  # update() counts at C speed
 
     def merge(self, other: ApiAcc) -> None:
         self.count += other.count
@@ -221,216 +244,331 @@ def fold(
     future counts in the bucket of ``now``; one older than ``oldest_bucket`` is counted as
     ``too_old``.
     """
-    delta = Delta()
-    now_bucket = bucket_of(now)
-    api = delta.api
+    folder = _Folder(now, error_status_min, threshold_s, oldest_bucket)
     lines: list[bytes] = []
     for entry in entries:
-        lines += element_lines(entry)
-    names: dict[bytes, str | None] = {}
-    log_, inv_log_gamma, ceil = math.log, 1.0 / LOG_GAMMA, math.ceil
-    malformed = 0
-    for line in lines:
         try:
-            kind = line[:2]
-            if kind == b"a|":
-                _, ts_b, rt_b, st_b, name_b = line.split(b"|", 4)
-                ts = float(ts_b)
-                rt = float(rt_b)
-                status = int(st_b)
-                if not (
-                    0.0 <= rt <= MAX_RESPONSE_TIME_S and 100 <= status <= 599 and 0 < ts < 1e11
-                ):
-                    raise ValueError("out of range")
-                endpoint = names.get(name_b, "")
-                if endpoint == "":
-                    endpoint = names[name_b] = _name_of(name_b)
-                if endpoint is None:
-                    raise ValueError("bad endpoint")
-                bucket = int(ts // BUCKET_S)
+            blocks = chunk_blocks(entry)
+        except ValueError:
+            folder.malformed += element_count(entry)
+            continue
+        if blocks is None:
+            lines += element_lines(entry)
+            continue
+        for kind, events, payload in blocks:
+            try:
+                if kind == OVERFLOW:
+                    folder.overflow(overflow_count(payload))
+                    continue
+                fold_block = folder.block_folders.get(kind)
+                if fold_block is None:
+                    raise ValueError(f"unknown kind {kind!r}")
+                names, counts, ts, values = decode_runs(kind, payload, events)
+            except ValueError:
+                folder.malformed += events
+                continue
+            fold_block(names, counts, ts, *values)
+    if lines:
+        folder.lines(lines)
+    return folder.finish()
+
+
+Runs = Sequence[int]  # events per run, in the order of the names; the columns follow it
+
+
+class _Folder:
+    """Folds the blocks of one fold call into a Delta; one small method per kind, each taking
+    a block's names (undecoded), run lengths and columns."""
+
+    def __init__(
+        self, now: float, error_status_min: int, threshold_s: float, oldest_bucket: int
+    ) -> None:
+        self.delta = Delta()
+        self.now_bucket = bucket_of(now)
+        self.oldest_bucket = oldest_bucket
+        self.error_status_min = error_status_min
+        self.threshold_s = threshold_s
+        self.malformed = 0
+        self.names: dict[bytes, str | None] = {}
+        self.block_folders: dict[str, Callable[..., None]] = {
+            API: self.api,
+            PAYMENT: self.payment,
+            **{
+                kind: _bound(self.named_events, name_of, fold_event)
+                for kind, (name_of, fold_event) in _EVENT_FOLDERS.items()
+            },
+        }
+
+    def name(self, raw: bytes) -> str | None:
+        name = self.names.get(raw, "")
+        if name == "":
+            name = self.names[raw] = _name_of(raw)
+        return name
+
+    def bucket(self, ts: float) -> int:
+        return min(int(ts // BUCKET_S), self.now_bucket)
+
+    def api(
+        self,
+        names: Sequence[bytes],
+        counts: Runs,
+        ts: Sequence[float],
+        rts: Sequence[float],
+        sts: Sequence[int],
+    ) -> None:
+        """API requests: checked over whole columns, then folded a run (an endpoint) at a time
+        with C-level passes; event by event only where a run spans buckets."""
+        if not ts:
+            return
+        rt_min, rt_max = min(rts), max(rts)
+        if not (
+            min(ts) > 0.0
+            and max(ts) < 1e11
+            and math.isfinite(sum(ts))
+            and rt_min >= 0.0
+            and rt_max <= MAX_RESPONSE_TIME_S
+            and math.isfinite(sum(rts))
+            and min(sts) >= 100
+            and max(sts) <= 599
+        ):
+            ok = [
+                0.0 < t < 1e11 and 0.0 <= rt <= MAX_RESPONSE_TIME_S and 100 <= st <= 599
+                for t, rt, st in zip(ts, rts, sts, strict=True)
+            ]
+            self.malformed += ok.count(False)
+            kept = _kept_runs(counts, ok)
+            kept_ts, kept_rts = _picked(ok, ts, rts)
+            self.api(names, kept, kept_ts, kept_rts, list(compress(sts, ok)))
+            return
+        if len(ts) < SHORT_RUN * len(names):
+            self._api_events(names, counts, ts, rts, sts)
+            return
+        hints = (max(sts) >= self.error_status_min, rt_max > self.threshold_s, rt_min < MIN_VALUE_S)
+        first, last = self.bucket(min(ts)), self.bucket(max(ts))
+        if first == last:
+            self._api_runs(first, names, counts, rts, sts, hints)
+            return
+        buckets = list(map(int, map(floordiv, ts, repeat(BUCKET_S))))
+        if max(buckets) > self.now_bucket:
+            buckets = [min(b, self.now_bucket) for b in buckets]
+        distinct = set(buckets)
+        if len(distinct) <= MAX_SPLIT:
+            for bucket in distinct:
+                mask = list(map(bucket.__eq__, buckets))
+                kept, (some_rts,), some_sts = (
+                    _kept_runs(counts, mask),
+                    _picked(mask, rts),
+                    list(compress(sts, mask)),
+                )
+                self._api_runs(bucket, names, kept, some_rts, some_sts, hints)
+            return
+        at = 0
+        for name_b, n in zip(names, counts, strict=True):
+            endpoint = self.name(name_b)
+            by_bucket: dict[int, list[int]] = {}
+            for i in range(at, at + n):
+                by_bucket.setdefault(buckets[i], []).append(i)
+            for bucket, picked in by_bucket.items():
+                picked_rts, picked_sts = [rts[i] for i in picked], [sts[i] for i in picked]
+                self._api_bucket(bucket, endpoint, picked_rts, picked_sts, hints)
+            at += n
+
+    def _api_events(
+        self,
+        names: Sequence[bytes],
+        counts: Runs,
+        ts: Sequence[float],
+        rts: Sequence[float],
+        sts: Sequence[int],
+    ) -> None:
+        """Checked API requests event by event: cheaper than column passes when runs are short
+        (many endpoints per flush)."""
+        api, now_bucket, oldest = self.delta.api, self.now_bucket, self.oldest_bucket
+        status_min, threshold_s = self.error_status_min, self.threshold_s
+        log, ceil = math.log, math.ceil
+        too_old = at = 0
+        for name_b, n in zip(names, counts, strict=True):
+            endpoint, end = self.name(name_b), at + n
+            if endpoint is None:
+                self.malformed += n
+                at = end
+                continue
+            for i in range(at, end):
+                bucket = int(ts[i] // BUCKET_S)
                 if bucket > now_bucket:
                     bucket = now_bucket
-                elif bucket < oldest_bucket:
-                    delta.count(now_bucket, "too_old")
+                elif bucket < oldest:
+                    too_old += 1
                     continue
                 acc = api.get((bucket, endpoint))
                 if acc is None:
                     acc = api[bucket, endpoint] = ApiAcc()
+                rt = rts[i]
                 acc.count += 1
-                if status >= error_status_min:
+                if sts[i] >= status_min:
                     acc.errors += 1
                 acc.sum_s += rt
                 if rt <= threshold_s:
                     acc.at_or_below += 1
-                b = ZERO_BIN if rt < MIN_VALUE_S else ceil(log_(rt) * inv_log_gamma)
-                bins = acc.bins
-                bins[b] = bins.get(b, 0) + 1
-            elif kind == b"p|":
-                _, ts_b, amount_b, name_b = line.split(b"|", 3)
-                ts = float(ts_b)
-                amount = float(amount_b)
-                if not (0.0 <= amount <= MAX_AMOUNT and 0 < ts < 1e11):
-                    raise ValueError("out of range")
-                reason = _name_of(name_b)
-                if reason is None:
-                    raise ValueError("bad reason")
-                bucket = min(int(ts // BUCKET_S), now_bucket)
-                if bucket < oldest_bucket:
-                    delta.count(now_bucket, "too_old")
+                acc.bins[ZERO_BIN if rt < MIN_VALUE_S else ceil(log(rt) * INV_LOG_GAMMA)] += 1
+            at = end
+        if too_old:
+            self.delta.count(now_bucket, "too_old", too_old)
+
+    def _api_runs(
+        self,
+        bucket: int,
+        names: Sequence[bytes],
+        counts: Runs,
+        rts: Sequence[float],
+        sts: Sequence[int],
+        hints: tuple[bool, bool, bool],
+    ) -> None:
+        at = 0
+        for name_b, n in zip(names, counts, strict=True):
+            if n:
+                end = at + n
+                self._api_bucket(bucket, self.name(name_b), rts[at:end], sts[at:end], hints)
+                at = end
+
+    def _api_bucket(
+        self,
+        bucket: int,
+        endpoint: str | None,
+        rts: Sequence[float],
+        sts: Sequence[int],
+        hints: tuple[bool, bool, bool],
+    ) -> None:
+        """Requests of one endpoint in one bucket; ``hints`` say whether the block holds an
+        error, a response over the threshold, a response under the sketch's smallest bin."""
+        n = len(rts)
+        if endpoint is None:
+            self.malformed += n
+            return
+        if bucket < self.oldest_bucket:
+            self.delta.count(self.now_bucket, "too_old", n)
+            return
+        acc = self.delta.api.get((bucket, endpoint))
+        if acc is None:
+            acc = self.delta.api[bucket, endpoint] = ApiAcc()
+        maybe_error, maybe_slow, maybe_zero = hints
+        acc.count += n
+        if maybe_error:
+            acc.errors += sum(map(self.error_status_min.__le__, sts))
+        acc.sum_s += sum(rts)
+        acc.at_or_below += sum(map(self.threshold_s.__ge__, rts)) if maybe_slow else n
+        if maybe_zero:
+            acc.bins.update(map(bin_of, rts))
+        else:
+            acc.bins.update(map(math.ceil, map(mul, map(math.log, rts), repeat(INV_LOG_GAMMA))))
+
+    def payment(
+        self, names: Sequence[bytes], counts: Runs, ts: Sequence[float], amounts: Sequence[float]
+    ) -> None:
+        """Payment failures (few): event by event."""
+        at = 0
+        for name_b, n in zip(names, counts, strict=True):
+            reason = self.name(name_b)
+            for i in range(at, at + n):
+                t, amount = ts[i], amounts[i]
+                if reason is None or not (0.0 <= amount <= MAX_AMOUNT and 0.0 < t < 1e11):
+                    self.malformed += 1
                     continue
-                pay = delta.pay.get((bucket, reason))
+                bucket = self.bucket(t)
+                if bucket < self.oldest_bucket:
+                    self.delta.count(self.now_bucket, "too_old")
+                    continue
+                pay = self.delta.pay.get((bucket, reason))
                 if pay is None:
-                    pay = delta.pay[bucket, reason] = PayAcc()
+                    pay = self.delta.pay[bucket, reason] = PayAcc()
                 pay.count += 1
                 pay.amount += amount
-                delta.events += 1
-            elif kind in _FOLD_KIND:
-                _FOLD_KIND[kind](delta, line, now_bucket, oldest_bucket)
-            elif kind == b"o|":
-                _, _ts_b, n_b = line.split(b"|", 2)
-                n = int(n_b)
-                if not 0 <= n <= MAX_OVERFLOW_COUNT:
-                    raise ValueError("negative")
-                delta.count(now_bucket, "overflow", n)
-            else:
-                raise ValueError("unknown kind")
-        except (ValueError, TypeError, OverflowError):
-            malformed += 1
-    delta.events += sum(acc.count for acc in api.values())
-    if malformed:
-        delta.count(now_bucket, "malformed", malformed)
-        log.warning("skipped %d malformed raw entries", malformed)
-    return delta
+            at += n
+
+    def named_events(
+        self,
+        name_of: Callable[[bytes], Any],
+        fold_event: Callable[..., None],
+        names: Sequence[bytes],
+        counts: Runs,
+        ts: Sequence[float],
+        *columns: Sequence[Any],
+    ) -> None:
+        """The kinds beyond requests and payments, event by event: ``name_of`` decodes a
+        run's name once (None: malformed), ``fold_event`` checks and folds one event."""
+        at = 0
+        for name_b, n in zip(names, counts, strict=True):
+            name, end = name_of(name_b), at + n
+            for i in range(at, end):
+                t = ts[i]
+                if name is None or not 0.0 < t < 1e11:
+                    self.malformed += 1
+                    continue
+                bucket = self.bucket(t)
+                if bucket < self.oldest_bucket:
+                    self.delta.count(self.now_bucket, "too_old")
+                    continue
+                try:
+                    fold_event(self.delta, bucket, name, *(column[i] for column in columns))
+                except ValueError:
+                    self.malformed += 1
+            at = end
+
+    def overflow(self, count: int) -> None:
+        if not 0 <= count <= MAX_OVERFLOW_COUNT:
+            raise ValueError("overflow count out of range")
+        self.delta.count(self.now_bucket, "overflow", count)
+
+    def lines(self, lines: list[bytes]) -> None:
+        """The previous version's text lines, parsed into runs and folded as above."""
+        runs: dict[bytes, dict[bytes, list[tuple[float, float, int]]]] = {b"a": {}, b"p": {}}
+        for line in lines:
+            try:
+                kind = line[:2]
+                if kind == b"a|":
+                    _, ts_b, rt_b, st_b, name_b = line.split(b"|", 4)
+                    event = (float(ts_b), float(rt_b), int(st_b))
+                elif kind == b"p|":
+                    _, ts_b, amount_b, name_b = line.split(b"|", 3)
+                    event = (float(ts_b), float(amount_b), 0)
+                elif kind == b"o|":
+                    _, _ts_b, n_b = line.split(b"|", 2)
+                    self.overflow(int(n_b))
+                    continue
+                else:
+                    raise ValueError("unknown kind")
+            except (ValueError, TypeError, OverflowError):
+                self.malformed += 1
+                continue
+            runs[kind[:1]].setdefault(name_b, []).append(event)
+        for kind, fold_block in ((b"a", self.api), (b"p", self.payment)):
+            if runs[kind]:
+                names = [_unescaped(name_b) for name_b in runs[kind]]
+                counts = [len(events) for events in runs[kind].values()]
+                columns = list(zip(*chain.from_iterable(runs[kind].values()), strict=True))
+                fold_block(names, counts, *(columns if kind == b"a" else columns[:2]))
+
+    def finish(self) -> Delta:
+        delta = self.delta
+        delta.events += sum(acc.count for acc in delta.api.values())
+        delta.events += sum(pay.count for pay in delta.pay.values())
+        if self.malformed:
+            delta.count(self.now_bucket, "malformed", self.malformed)
+            log.warning("skipped %d malformed raw entries", self.malformed)
+        return delta
 
 
-def _bucket(ts: float, delta: Delta, now_bucket: int, oldest_bucket: int) -> int | None:
-    """The bucket of an event at ``ts`` (future stamps count now); None: too old, counted."""
-    if not 0 < ts < 1e11:
-        raise ValueError("out of range")
-    bucket = min(int(ts // BUCKET_S), now_bucket)
-    if bucket < oldest_bucket:
-        delta.count(now_bucket, "too_old")
-        return None
-    return bucket
+def _picked(mask: list[bool], *columns: Sequence[float]) -> list[list[float]]:
+    return [list(compress(column, mask)) for column in columns]
 
 
-def _named(raw: bytes) -> str:
-    name = _name_of(raw)
-    if name is None:
-        raise ValueError("bad name")
-    return name
-
-
-def _in_range(value: float, limit: float) -> float:
-    if not 0.0 <= value <= limit:
-        raise ValueError("out of range")
-    return value
-
-
-def _fold_task(delta: Delta, line: bytes, now_bucket: int, oldest: int) -> float:
-    ts, outcome, runtime, wait, queue_b, task_b = parse_task(line)
-    for value in (runtime, wait):
-        if value is not None:
-            _in_range(value, MAX_RESPONSE_TIME_S)
-    task, queue = _named(task_b), _name_of(queue_b) if queue_b else None
-    bucket = _bucket(ts, delta, now_bucket, oldest)
-    if bucket is None:
-        return ts
-    stats = delta.section(bucket, TASKS, task)
-    per_queue = delta.section(bucket, TASK_QUEUES, queue) if queue else {}
-    if queue:
-        stats["tq"] = queue
-        delta.events -= 1  # one event, in two sections
-    if outcome == b"r":
-        stats["ty"] = stats.get("ty", 0) + 1
-    else:
-        stats["tr"] = stats.get("tr", 0) + 1
-        per_queue["ur"] = per_queue.get("ur", 0) + 1
-        if outcome == b"f":
-            stats["tf"] = stats.get("tf", 0) + 1
-        if runtime is not None:
-            _add_value(stats, "tt", "th", runtime)
-    if wait is not None:
-        _observe(stats, "tw", "tx", "tb", wait)
-        if queue:
-            _observe(per_queue, "uw", "ux", "ub", wait)
-    return ts
-
-
-def _fold_query(delta: Delta, line: bytes, now_bucket: int, oldest: int) -> float:
-    ts, duration_b, ok_b, alias_b = parse_pair(line)
-    duration = _in_range(float(duration_b), MAX_RESPONSE_TIME_S)
-    if ok_b not in (b"0", b"1"):
-        raise ValueError("bad ok")
-    alias = _named(alias_b)
-    bucket = _bucket(ts, delta, now_bucket, oldest)
-    if bucket is not None:
-        stats = delta.section(bucket, DB, alias)
-        _add_value(stats, "ds", "dh", duration)
-        if ok_b == b"0":
-            stats["de"] = stats.get("de", 0) + 1
-    return ts
-
-
-def _fold_cache(delta: Delta, line: bytes, now_bucket: int, oldest: int) -> float:
-    ts, lookups_b, hits_b, alias_b = parse_pair(line)
-    lookups, hits = int(lookups_b), int(hits_b)
-    if not 0 <= hits <= lookups <= MAX_COUNT:
-        raise ValueError("out of range")
-    alias = _named(alias_b)
-    bucket = _bucket(ts, delta, now_bucket, oldest)
-    if bucket is not None and lookups:  # a call that looked up no key counts nothing
-        stats = delta.section(bucket, CACHE, alias)
-        stats[CACHE] += lookups - 1  # the head counts keys looked up, not calls
-        stats["kh"] = stats.get("kh", 0) + hits
-    return ts
-
-
-def _fold_value(delta: Delta, line: bytes, now_bucket: int, oldest: int) -> float:
-    ts, value_b, name_b = parse_single(line)
-    value = _in_range(float(value_b), MAX_METRIC_VALUE)
-    name = _named(name_b)
-    bucket = _bucket(ts, delta, now_bucket, oldest)
-    if bucket is not None:
-        _add_value(delta.section(bucket, VALUES, name), "vs", "vh", value)
-    return ts
-
-
-def _fold_ratio(delta: Delta, line: bytes, now_bucket: int, oldest: int) -> float:
-    ts, ok_b, name_b = parse_single(line)
-    if ok_b not in (b"0", b"1"):
-        raise ValueError("bad ok")
-    name = _named(name_b)
-    bucket = _bucket(ts, delta, now_bucket, oldest)
-    if bucket is not None:
-        stats = delta.section(bucket, RATIOS, name)
-        stats["ro"] = stats.get("ro", 0) + int(ok_b)
-    return ts
-
-
-def _fold_queries(delta: Delta, line: bytes, now_bucket: int, oldest: int) -> float:
-    ts, queries_b, endpoint_b = parse_single(line)
-    queries = int(queries_b)
-    if not 0 <= queries <= MAX_COUNT:
-        raise ValueError("out of range")
-    endpoint = _named(endpoint_b)
-    bucket = _bucket(ts, delta, now_bucket, oldest)
-    if bucket is not None:
-        stats = delta.section(bucket, QUERIES, endpoint)
-        delta.events -= 1  # part of its request, not an event of its own
-        _add_value(stats, "qs", "qh", queries)
-    return ts
-
-
-# line prefix -> folder of one line into the delta; returns the line's timestamp
-_FOLD_KIND = {
-    b"t|": _fold_task,
-    b"d|": _fold_query,
-    b"k|": _fold_cache,
-    b"v|": _fold_value,
-    b"r|": _fold_ratio,
-    b"n|": _fold_queries,
-}
+def _kept_runs(counts: Runs, ok: list[bool]) -> list[int]:
+    """Run lengths once the events not ``ok`` are left out."""
+    kept, at = [], 0
+    for n in counts:
+        kept.append(ok[at : at + n].count(True))
+        at += n
+    return kept
 
 
 _ESCAPE = re.compile(rb"\\(.)", re.S)
@@ -440,9 +578,12 @@ def _unescape(match: re.Match[bytes]) -> bytes:
     return b"\n" if match.group(1) == b"n" else match.group(1)
 
 
+def _unescaped(raw: bytes) -> bytes:
+    """A name of the previous version's text lines, its escapes undone."""
+    return _ESCAPE.sub(_unescape, raw) if b"\\" in raw else raw
+
+
 def _name_of(raw: bytes) -> str | None:
-    if b"\\" in raw:
-        raw = _ESCAPE.sub(_unescape, raw)
     try:
         name = raw.decode("utf-8")
     except UnicodeDecodeError:
@@ -450,6 +591,109 @@ def _name_of(raw: bytes) -> str | None:
     if not name or len(name) > 200:
         return None
     return name
+
+
+def _bound(method: Callable[..., None], *first: Any) -> Callable[..., None]:
+    def bound(*rest: Any) -> None:
+        method(*first, *rest)
+
+    return bound
+
+
+def _in_range(value: float, limit: float) -> float:
+    """``value`` when it is within 0..limit (NaN is not), else ValueError."""
+    if not 0.0 <= value <= limit:
+        raise ValueError("out of range")
+    return value
+
+
+def _task_of(raw: bytes) -> tuple[str, str] | None:
+    """(task, queue) of a task attempt's run name (``events.task_name``); None: not one."""
+    try:
+        task, queue = split_task_name(raw.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError):
+        return None
+    if not 0 < len(task) <= 200 or len(queue) > 200:
+        return None
+    return task, queue
+
+
+def _fold_task(
+    delta: Delta, bucket: int, name: tuple[str, str], outcome: int, runtime: float, wait: float
+) -> None:
+    if outcome not in (0, 1, 2):
+        raise ValueError("bad outcome")
+    for value in (runtime, wait):
+        if not math.isnan(value):
+            _in_range(value, MAX_RESPONSE_TIME_S)
+    task, queue = name
+    stats = delta.section(bucket, TASKS, task)
+    per_queue = delta.section(bucket, TASK_QUEUES, queue) if queue else {}
+    if queue:
+        stats["tq"] = queue
+        delta.events -= 1  # one event, in two sections
+    if outcome == 2:
+        stats["ty"] = stats.get("ty", 0) + 1
+    else:
+        stats["tr"] = stats.get("tr", 0) + 1
+        per_queue["ur"] = per_queue.get("ur", 0) + 1
+        if outcome == 1:
+            stats["tf"] = stats.get("tf", 0) + 1
+        if not math.isnan(runtime):
+            _add_value(stats, "tt", "th", runtime)
+    if not math.isnan(wait):
+        _observe(stats, "tw", "tx", "tb", wait)
+        if queue:
+            _observe(per_queue, "uw", "ux", "ub", wait)
+
+
+def _fold_query(delta: Delta, bucket: int, alias: str, duration: float, ok: int) -> None:
+    _in_range(duration, MAX_RESPONSE_TIME_S)
+    if ok not in (0, 1):
+        raise ValueError("bad ok")
+    stats = delta.section(bucket, DB, alias)
+    _add_value(stats, "ds", "dh", duration)
+    if not ok:
+        stats["de"] = stats.get("de", 0) + 1
+
+
+def _fold_cache(delta: Delta, bucket: int, alias: str, lookups: int, hits: int) -> None:
+    if not 0 <= hits <= lookups <= MAX_COUNT:
+        raise ValueError("out of range")
+    if lookups:  # a call that looked up no key counts nothing
+        stats = delta.section(bucket, CACHE, alias)
+        stats[CACHE] += lookups - 1  # the head counts keys looked up, not calls
+        stats["kh"] = stats.get("kh", 0) + hits
+
+
+def _fold_value(delta: Delta, bucket: int, name: str, value: float) -> None:
+    _add_value(delta.section(bucket, VALUES, name), "vs", "vh", _in_range(value, MAX_METRIC_VALUE))
+
+
+def _fold_ratio(delta: Delta, bucket: int, name: str, ok: int) -> None:
+    if ok not in (0, 1):
+        raise ValueError("bad ok")
+    stats = delta.section(bucket, RATIOS, name)
+    stats["ro"] = stats.get("ro", 0) + ok
+
+
+def _fold_queries(delta: Delta, bucket: int, endpoint: str, queries: int) -> None:
+    if not 0 <= queries <= MAX_COUNT:
+        raise ValueError("out of range")
+    stats = delta.section(bucket, QUERIES, endpoint)
+    delta.events -= 1  # part of its request, not an event of its own
+    _add_value(stats, "qs", "qh", queries)
+
+
+# kind -> (decoder of a run's raw name, folder of one event of it)
+_EVENT_FOLDERS: dict[str, tuple[Callable[[bytes], Any], Callable[..., None]]] = {
+    TASK: (_task_of, _fold_task),
+    QUERY: (_name_of, _fold_query),
+    CACHE_KIND: (_name_of, _fold_cache),
+    VALUE: (_name_of, _fold_value),
+    RATIO: (_name_of, _fold_ratio),
+    QUERIES_KIND: (_name_of, _fold_queries),
+}
 
 
 def cap_names(

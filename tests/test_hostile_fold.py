@@ -20,6 +20,7 @@ from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
 from monitor_worker.config import Settings
+from monitor_worker.events import API, element_count, encode_chunk, encode_runs
 from monitor_worker.keys import Keys
 from monitor_worker.monitor import MetricsMonitor
 from monitor_worker.windows import bucket_of, fold
@@ -297,3 +298,67 @@ def test_aggregator_survives_unstorable_entries(
     assert summary["api"]["/ok/"]["total_requests"] == 1
     assert summary["payments"]["by_reason"].get("Card") == 1
     assert summary["dropped_events"]["malformed"] <= len(bad)
+
+
+# -- the columnar chunk: cut, flipped and spliced bytes --------------------------------------
+
+api_events = st.lists(
+    st.tuples(
+        st.floats(min_value=-3000.0, max_value=0.0),
+        st.floats(min_value=0.0, max_value=1e6),
+        st.integers(min_value=100, max_value=599),
+        names,
+    ),
+    min_size=1,
+    max_size=30,
+)
+
+
+def _chunk_of(evs: list[tuple[float, float, int, str]], now: float) -> bytes:
+    runs: dict[str, list[tuple[Any, ...]]] = {}
+    for dt, rt, status, name in evs:
+        runs.setdefault(name, []).append((API, now + dt, name, rt, status))
+    return encode_chunk([encode_runs(API, list(runs.items()))], len(evs))
+
+
+@hsettings(HSET, max_examples=300)
+@given(
+    intact=api_events,
+    hurt=api_events,
+    how=st.sampled_from(["cut", "flip", "splice"]),
+    at=st.floats(min_value=0.0, max_value=1.0),
+    byte=st.integers(min_value=0, max_value=255),
+)
+def test_fold_survives_damaged_chunks(
+    intact: list[tuple[float, float, int, str]],
+    hurt: list[tuple[float, float, int, str]],
+    how: str,
+    at: float,
+    byte: int,
+) -> None:
+    """A damaged chunk never breaks the fold or the chunks beside it; a cut one is counted
+    malformed whole; a changed byte changes at most its own chunk's events."""
+    good = _chunk_of(intact, NOW)
+    data = bytearray(_chunk_of(hurt, NOW))
+    i = min(len(data) - 1, int(at * len(data)))
+    if how == "cut":
+        data = data[:i]
+    elif how == "flip":
+        data[i] ^= byte or 1
+    else:
+        data[i:i] = bytes([byte])
+    delta = _fold([good, bytes(data)])
+    counters: Counter[str] = Counter()
+    for (_, name), n in delta.counters.items():
+        counters[name] += n
+    api: Counter[str] = Counter()
+    for (_, endpoint), acc in delta.api.items():
+        api[endpoint] += acc.count
+        assert math.isfinite(acc.sum_s) and acc.sum_s >= 0
+    expected = Counter(name for *_, name in intact)
+    damaged = api.total() - len(intact) + counters["malformed"] + counters["too_old"]
+    if how == "cut":
+        assert api == expected
+    else:
+        assert all(api[n] >= k for n, k in expected.items()), "an intact event went missing"
+    assert 0 <= damaged <= max(len(hurt), element_count(bytes(data)))

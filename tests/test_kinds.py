@@ -11,17 +11,10 @@ import pytest
 import redis
 
 from monitor_worker.config import Settings
-from monitor_worker.events import (
-    cache_line,
-    queries_line,
-    query_line,
-    ratio_line,
-    task_line,
-    value_line,
-)
+from monitor_worker.events import encode_chunk, encode_runs, task_name
 from monitor_worker.keys import Keys
 from monitor_worker.monitor import MetricsMonitor
-from monitor_worker.windows import bucket_of, fold
+from monitor_worker.windows import bin_of, bucket_of, fold
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -177,31 +170,42 @@ def test_caps_fold_names_into_other(settings: Settings) -> None:
         assert sum(d["queries"] for d in db.values()) == 10
 
 
-def test_fold_skips_malformed_lines_of_each_kind() -> None:
+def _chunk(kind: str, name: str, *values: object, ts: float | None = None) -> bytes:
+    """One raw element of one event of ``kind``, as the flusher writes it."""
+    at = time.time() if ts is None else ts
+    return encode_chunk([encode_runs(kind, [(name, [(kind, at, name, *values)])])], 1)
+
+
+def test_fold_skips_malformed_events_of_each_kind() -> None:
     now = time.time()
+    nan = math.nan
     good = [
-        task_line(now, "t", "s", 0.1, 0.2, "q"),
-        query_line(now, "db", 0.1, True),
-        cache_line(now, "c", 2, 1),
-        value_line(now, "v", 3.0),
-        ratio_line(now, "r", False),
-        queries_line(now, "/e/", 3),
+        _chunk("t", task_name("t", "q"), 0, 0.1, 0.2),
+        _chunk("t", task_name("t", ""), 2, nan, nan),  # a retry, no queue, no wait
+        _chunk("d", "db", 0.1, 1),
+        _chunk("k", "c", 2, 1),
+        _chunk("v", "v", 3.0),
+        _chunk("r", "r", 0),
+        _chunk("n", "/e/", 3),
     ]
     bad = [
-        f"t|{now!r}|x|0.1||0|t",  # unknown outcome
-        f"t|{now!r}|s|0.1||9|t",  # queue length past the line
-        f"t|{now!r}|s|-1||0|t",  # negative runtime
-        f"d|{now!r}|0.1|2|db",  # ok neither 0 nor 1
-        f"k|{now!r}|1|2|c",  # more hits than lookups
-        f"v|{now!r}|nan|v",
-        f"v|{now!r}|1e300|v",
-        f"r|{now!r}|yes|r",
-        f"n|{now!r}|-3|/e/",
-        "v|0|1.0|v",  # no time
-        f"v|{now!r}|1.0|",  # no name
+        _chunk("t", task_name("t", "q"), 3, 0.1, 0.2),  # unknown outcome
+        _chunk("t", "9:q", 0, 0.1, 0.2),  # queue length past the name
+        _chunk("t", "t", 0, 0.1, 0.2),  # not a task name
+        _chunk("t", task_name("t", "q"), 0, -1.0, nan),  # negative runtime
+        _chunk("t", task_name("t", "q"), 0, 0.1, math.inf),
+        _chunk("d", "db", 0.1, 2),  # ok neither 0 nor 1
+        _chunk("d", "db", nan, 1),
+        _chunk("k", "c", 1, 2),  # more hits than lookups
+        _chunk("v", "v", nan),
+        _chunk("v", "v", 1e300),
+        _chunk("r", "r", 7),
+        _chunk("n", "/e/", 2**32 - 1),
+        _chunk("v", "v", 1.0, ts=-5.0),  # no time
+        _chunk("v", "x" * 201, 1.0),  # a name too long
     ]
     delta = fold(
-        [line.encode() for line in good + bad],
+        good + bad,
         now=now,
         error_status_min=500,
         threshold_s=2.0,
@@ -216,6 +220,17 @@ def test_fold_skips_malformed_lines_of_each_kind() -> None:
         ("vn", "v"),
         ("rn", "r"),
         ("qn", "/e/"),
+    }
+    assert delta.stats[bucket_of(now), "tn", "t"] | {} == {
+        "tn": 2,
+        "tr": 1,
+        "ty": 1,
+        "tt": 0.1,
+        "th": {bin_of(0.1): 1},
+        "tw": 1,
+        "tx": 0.2,
+        "tb": {bin_of(0.2): 1},
+        "tq": "q",
     }
 
 

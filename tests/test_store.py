@@ -14,9 +14,16 @@ import redis
 from monitor_worker.config import Settings
 from monitor_worker.errors import MonitorError
 from monitor_worker.events import encode_api
-from monitor_worker.keys import Keys
+from monitor_worker.keys import Keys, shard_of
 from monitor_worker.monitor import MetricsMonitor
-from monitor_worker.store import Aggregator, connect, pending_count, read_window
+from monitor_worker.store import (
+    Aggregator,
+    Scripts,
+    connect,
+    pending_count,
+    push_batches,
+    read_window,
+)
 from monitor_worker.windows import bucket_of, window_start
 
 from .conftest import free_port
@@ -331,4 +338,43 @@ def test_every_key_carries_a_ttl(settings: Settings) -> None:
     assert keys
     no_ttl = [k for k in keys if client.ttl(k) < 0]
     assert no_ttl == []
+    monitor.close()
+
+
+def _previous_chunk(events: list[tuple[Any, ...]]) -> bytes:
+    """A flush chunk as the previous version's flusher wrote it (text lines, float reprs)."""
+    lines = [
+        f"a|{ts!r}|{rt!r}|{status}|{ep}"  # these endpoints hold no \\ or newline
+        for ep, rt, status, ts in events
+    ]
+    return f"b|{len(lines)}\n{chr(10).join(lines)}".encode()
+
+
+def test_rolling_upgrade_reads_the_previous_versions_elements(settings: Settings) -> None:
+    """Apps not yet upgraded keep pushing text chunks beside the new columnar ones: the new
+    aggregator (and a summary reading the raw lists) counts both exactly."""
+    now = time.time()
+    old_events = _generate(3_000, now, seed=11)
+    new_events = _generate(3_000, now, seed=12)
+    client = connect(settings)
+    keys = Keys(settings.key_prefix, settings.shards)
+    by_shard: dict[int, list[tuple[Any, ...]]] = {}
+    for ev in old_events:
+        by_shard.setdefault(shard_of(ev[0], settings.shards), []).append(ev)
+    batches = [(s, f"old-{s}", len(evs), _previous_chunk(evs)) for s, evs in by_shard.items()]
+    push_batches(client, Scripts.of(client), settings, batches)
+    monitor = MetricsMonitor(settings=settings)
+    _track(monitor, new_events)
+    assert monitor.flush(timeout=10)
+    raw = [e for sk in keys.all_shards() for e in client.lrange(sk.raw, 0, -1)]
+    assert {e.startswith(b"b|") and b"\na|" in e for e in raw} == {True, False}
+    ref = _reference(old_events + new_events, now)
+    before = monitor.get_metrics_summary(now=now)
+    assert before["pending_events"] == 6_000
+    _assert_matches(before, ref)
+    assert monitor.aggregate().events == 6_000
+    after = monitor.get_metrics_summary(now=now)
+    _assert_matches(after, ref)
+    assert after["pending_events"] == 0
+    assert not any(after["dropped_events"].values())
     monitor.close()

@@ -12,6 +12,7 @@ from monitor_worker.windows import (
     ZERO_BIN,
     Delta,
     Window,
+    _Folder,
     bin_of,
     bin_value,
     bucket_of,
@@ -144,7 +145,7 @@ def test_payments_and_overflow() -> None:
         events.encode_payment(NOW, "Card declined", 10000.0),
         events.encode_payment(NOW, "Card declined", 0.5),
         events.encode_payment(NOW, "Insufficient funds", 3.0),
-        events.encode_overflow(NOW, 42),
+        events.encode_overflow(42),
     ]
     delta = fold(entries, now=NOW, error_status_min=500, threshold_s=2.0, oldest_bucket=0)
     window = Window()
@@ -192,3 +193,137 @@ def test_window_add_fields_round_trip_and_subtract() -> None:
 
 def test_empty_delta_has_nothing() -> None:
     assert Delta().events == 0
+
+
+# -- the columnar chunk and the previous version's text lines --------------------------------
+
+
+def _api_block(events_: list[tuple[float, str, float, int]]) -> bytes:
+    runs: dict[str, list[tuple[str, float, str, float, int]]] = {}
+    for ts, ep, rt, status in events_:
+        runs.setdefault(ep, []).append((events.API, ts, ep, rt, status))
+    return events.encode_runs(events.API, list(runs.items()))
+
+
+def _chunk(events_: list[tuple[float, str, float, int]]) -> bytes:
+    return events.encode_chunk([_api_block(events_)], len(events_))
+
+
+def _text_line(ts: float, ep: str, rt: float, status: int) -> bytes:
+    """An API request as the previous version wrote it."""
+    name = ep.replace("\\", "\\\\").replace("\n", "\\n")
+    return f"a|{ts!r}|{rt!r}|{status}|{name}".encode()
+
+
+def _totals(delta: Delta) -> dict[tuple[int, str], tuple[int, int, int, dict[int, int]]]:
+    return {
+        k: (a.count, a.errors, a.at_or_below, dict(a.bins)) for k, a in sorted(delta.api.items())
+    }
+
+
+def _fold_all(entries: list[bytes], oldest_bucket: int = 0) -> Delta:
+    return fold(
+        entries, now=NOW, error_status_min=500, threshold_s=2.0, oldest_bucket=oldest_bucket
+    )
+
+
+def _random_events(
+    n: int, seed: int, span_s: float, endpoints: int = 4
+) -> list[tuple[float, str, float, int]]:
+    rng = random.Random(seed)
+    names = ["/a/", "/b/<id>/", "é|\n\\{s1}", "/c/", *[f"/e/{i}/" for i in range(endpoints - 4)]]
+    return [
+        (
+            NOW - rng.uniform(0, span_s),
+            rng.choice(names),
+            rng.choice([0.0, 5e-7, 2.0, rng.lognormvariate(-1, 1.5)]),
+            rng.choice([200, 404, 500, 503]),
+        )
+        for _ in range(n)
+    ]
+
+
+@pytest.mark.parametrize("endpoints", [4, 1_000], ids=["long-runs", "short-runs"])
+@pytest.mark.parametrize("span_s", [0.5, 150.0, 3000.0], ids=["one-bucket", "3-buckets", "50"])
+def test_chunk_and_previous_text_fold_alike(span_s: float, endpoints: int) -> None:
+    """Both of the fold's paths (column passes for long runs, event by event for short ones)
+    and the previous version's text lines give the same counts."""
+    evs = _random_events(3_000, seed=int(span_s), span_s=span_s, endpoints=endpoints)
+    new = _fold_all([_chunk(evs[i : i + 700]) for i in range(0, len(evs), 700)])
+    old = b"b|%d\n" % len(evs) + b"\n".join(_text_line(*e) for e in evs)
+    previous = _fold_all([old])
+    assert _totals(new) == _totals(previous)
+    for key, acc in new.api.items():
+        assert acc.sum_s == pytest.approx(previous.api[key].sum_s, rel=1e-12)
+    assert new.events == previous.events == len(evs)
+    assert not new.counters
+
+
+def test_chunks_and_previous_elements_mix() -> None:
+    evs = _random_events(400, seed=3, span_s=100)
+    entries = [_chunk(evs[:200]), *[_text_line(*e) for e in evs[200:300]]]
+    entries.append(b"b|100\n" + b"\n".join(_text_line(*e) for e in evs[300:]))
+    assert _totals(_fold_all(entries)) == _totals(_fold_all([_chunk(evs)]))
+
+
+def test_bad_values_in_a_chunk_are_skipped_one_by_one() -> None:
+    good = [(NOW, "/ok/", 0.1, 200), (NOW, "/ok/", 0.2, 500)]
+    bad = [
+        (NOW, "/ok/", math.nan, 200),
+        (NOW, "/ok/", math.inf, 200),
+        (NOW, "/ok/", -1.0, 200),
+        (NOW, "/ok/", 2e6, 200),
+        (NOW, "/ok/", 0.1, 99),
+        (NOW, "/ok/", 0.1, 600),
+        (math.nan, "/ok/", 0.1, 200),
+        (0.0, "/ok/", 0.1, 200),
+        (1e12, "/ok/", 0.1, 200),
+    ]
+    delta = _fold_all([_chunk([good[0], *bad, good[1]])])
+    assert delta.counters == {(bucket_of(NOW), "malformed"): len(bad)}
+    acc = delta.api[(bucket_of(NOW), "/ok/")]
+    assert (acc.count, acc.errors, acc.sum_s) == (2, 1, pytest.approx(0.3))
+
+
+def test_bad_name_skips_its_run_only() -> None:
+    chunk = _chunk([(NOW, "/ok/", 0.1, 200), (NOW, "/x" + "y" * 199, 0.1, 200)])
+    broken = chunk.replace(b"/x" + b"y" * 199, b"\xff" * 201)
+    delta = _fold_all([broken])
+    assert delta.counters == {(bucket_of(NOW), "malformed"): 1}
+    assert delta.api[(bucket_of(NOW), "/ok/")].count == 1
+
+
+def test_unknown_kind_and_broken_chunks_are_counted_by_their_events() -> None:
+    unknown = events.BLOCK.pack(b"z", 5, 3) + b"abc"  # a kind of a newer version
+    chunk = events.encode_chunk([_api_block([(NOW, "/ok/", 0.1, 200)] * 2), unknown], 2 + 5)
+    cut = _chunk([(NOW, "/ok/", 0.1, 200)] * 7)[:-3]
+    delta = _fold_all([chunk, cut])
+    assert delta.api[(bucket_of(NOW), "/ok/")].count == 2
+    assert delta.counters == {(bucket_of(NOW), "malformed"): 5 + 7}
+
+
+@pytest.mark.parametrize("spread_buckets", [2, 20])
+def test_runs_over_many_buckets_future_and_too_old(spread_buckets: int) -> None:
+    b = bucket_of(NOW)
+    evs = [(NOW - 60.0 * k, "/r/", 0.5, 200) for k in range(spread_buckets) for _ in range(3)]
+    evs += [(NOW + 3600, "/r/", 0.5, 500), (NOW - 86400, "/r/", 0.5, 200)]
+    delta = _fold_all([_chunk(evs)], oldest_bucket=b - 100)
+    counts = {bucket: acc.count for (bucket, _), acc in delta.api.items()}
+    assert counts == {b - k: 3 + (k == 0) for k in range(spread_buckets)}
+    assert delta.api[(b, "/r/")].errors == 1
+    assert delta.counters == {(b, "too_old"): 1}
+
+
+@pytest.mark.parametrize("span_s", [0.5, 150.0, 3000.0])
+def test_column_passes_and_event_by_event_agree(span_s: float) -> None:
+    evs = sorted(_random_events(2_000, seed=5, span_s=span_s), key=lambda e: e[1])
+    names = sorted({e[1] for e in evs})
+    columns = [[e[k] for e in evs] for k in (0, 2, 3)]
+    counts = [sum(1 for e in evs if e[1] == n) for n in names]
+    folded = []
+    for path in ("api", "_api_events"):
+        folder = _Folder(NOW, 500, 2.0, bucket_of(NOW) - 30)
+        getattr(folder, path)([n.encode() for n in names], counts, *columns)
+        folded.append(folder.finish())
+    assert _totals(folded[0]) == _totals(folded[1])
+    assert folded[0].counters == folded[1].counters
