@@ -25,6 +25,7 @@ SCRIPTS = (
     "profile_pipeline",
     "queue_inspection",
     "alert_latency",
+    "middleware",
     "hook_cost",
 )
 FULL_LIMIT_S = 15 * 60

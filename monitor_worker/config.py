@@ -129,6 +129,9 @@ class Settings:
     queue_growth_checks: int = 3
     queue_growth_min: int = 20
     pending_threshold: int = 100_000
+    exclude_paths: tuple[str, ...] = ("/health*", "/metrics", "/static/*", "/favicon.ico")
+    track_unmatched: bool = True
+    endpoint_style: str = "route"
     max_tasks: int = 500
     max_metrics: int = 500
     max_aliases: int = 100
@@ -194,6 +197,10 @@ class Settings:
             if variable is not None and f.name not in values:
                 read = _READER_OF_TYPE[str(f.type)]
                 values[f.name] = read(r, variable, getattr(built_in, f.name))
+        for name, empty in _EMPTY_MEANS_NONE.items():
+            raw = env.get(_ENV_OF_FIELD[name])
+            if raw is not None and not raw.strip():
+                values[name] = empty
         sources = {
             name: "env" for name, variable in _ENV_OF_FIELD.items() if env.get(variable, "").strip()
         }
@@ -251,6 +258,9 @@ _ENV_OF_FIELD = {
     "queue_growth_checks": "MONITOR_QUEUE_GROWTH_CHECKS",
     "queue_growth_min": "MONITOR_QUEUE_GROWTH_MIN",
     "pending_threshold": "MONITOR_PENDING_THRESHOLD",
+    "exclude_paths": "MONITOR_EXCLUDE_PATHS",
+    "track_unmatched": "MONITOR_TRACK_UNMATCHED",
+    "endpoint_style": "MONITOR_ENDPOINT_STYLE",
     "max_tasks": "MONITOR_MAX_TASKS",
     "max_metrics": "MONITOR_MAX_METRICS",
     "max_aliases": "MONITOR_MAX_ALIASES",
@@ -262,6 +272,8 @@ _ENV_OF_FIELD = {
     "min_cache_lookups": "MONITOR_MIN_CACHE_LOOKUPS",
     "rules_file": "MONITOR_RULES_FILE",
 }
+# variables whose empty value means "none" rather than the default
+_EMPTY_MEANS_NONE = {"exclude_paths": ()}
 
 
 def _env_name(message: str) -> str:
@@ -352,6 +364,11 @@ def _check(s: Settings) -> None:
         bad("cache_hit_rate_min", "must be a percentage 0-100")
     if not 100 <= s.error_status_min <= 599:
         bad("error_status_min", "must be an HTTP status code 100-599")
+    if s.endpoint_style not in ("route", "method_route"):
+        bad("endpoint_style", "must be one of route, method_route")
+    for glob in s.exclude_paths:
+        if not glob.startswith(("/", "*")):
+            bad("exclude_paths", f"each glob must start with '/' or '*' ({glob!r} does not)")
     if s.flush_mode not in ("auto", "thread", "inline"):
         bad("flush_mode", "must be one of auto, thread, inline")
     if s.shards > 1024:

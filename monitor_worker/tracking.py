@@ -446,6 +446,7 @@ class QueryScope:
     """
 
     __slots__ = ("_token", "queries")
+    hooked = False  # True once a database hook (Django's app entry, SQLAlchemy) is installed
 
     def __init__(self) -> None:
         self.queries = 0

@@ -114,6 +114,7 @@ _SAMPLES = {
     "MONITOR_QUEUES_BROKER_URL": "redis://127.0.0.1:6390/4",
     "SLACK_WEBHOOK_URL": "https://hooks.slack.com/services/T0/B0/x",
     "MONITOR_FLUSH_MODE": "inline",
+    "MONITOR_ENDPOINT_STYLE": "method_route",
 }
 # MONITOR_REDIS_CLUSTER needs a broker of its own: test_cluster_needs_its_own_broker_...
 _ALONE = sorted((n, v) for n, v in _ENV_OF_FIELD.items() if v != "MONITOR_REDIS_CLUSTER")
@@ -141,7 +142,7 @@ def test_each_variable_sets_its_field(name: str, variable: str) -> None:
     elif isinstance(built_in, int | float):
         raw, want = str(built_in + 60), built_in + 60
     elif isinstance(built_in, tuple):
-        raw, want = " a, b ,", ("a", "b")
+        raw, want = " /a, /b ,", ("/a", "/b")
     elif isinstance(built_in, str):
         raw, want = "other-", "other-"
     else:

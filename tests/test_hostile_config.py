@@ -40,6 +40,8 @@ BAD_TEXT = {
     "MONITOR_KEY_PREFIX": ["a{b", "a}b", "{s1}"],
     "MONITOR_FLUSH_MODE": ["sometimes", "Thread"],
     "MONITOR_QUEUES": [",", " , , "],
+    "MONITOR_ENDPOINT_STYLE": ["path", "Route", "method"],
+    "MONITOR_EXCLUDE_PATHS": ["health*", "/metrics,static/*"],
 }
 # Free text: every value is acceptable.
 FREE_TEXT = {
@@ -88,6 +90,18 @@ def test_bad_value_fails_naming_the_variable(name: str, value: str) -> None:
         assert "pw" not in message
 
 
-@pytest.mark.parametrize("name", sorted(VARIABLES))
+# Blank means "none" for these (an empty exclusion list excludes nothing).
+BLANK_MEANS_NONE = {"MONITOR_EXCLUDE_PATHS"}
+
+
+@pytest.mark.parametrize("name", sorted(VARIABLES.keys() - BLANK_MEANS_NONE))
 def test_blank_value_means_the_default(name: str) -> None:
     assert Settings.from_env({name: "  "}) == Settings.from_env({})
+
+
+@pytest.mark.parametrize("name", sorted(BLANK_MEANS_NONE))
+def test_blank_value_means_none(name: str) -> None:
+    field = next(f for f, v in config._ENV_OF_FIELD.items() if v == name)
+    assert getattr(Settings.from_env({}), field)
+    assert getattr(Settings.from_env({name: ""}), field) == ()
+    assert getattr(Settings.from_env({name: "  "}), field) == ()

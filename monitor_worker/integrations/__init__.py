@@ -1,2 +1,5 @@
-"""Integrations with the host app's frameworks: each module is imported only by the app that
-uses it, so ``import monitor_worker`` never imports a framework."""
+"""What runs inside the host app: request tracking for web frameworks (one module per
+framework, one shared core), Celery tasks, database queries and caches.
+
+Importing ``monitor_worker`` imports none of these; each imports only its own framework.
+"""

@@ -18,6 +18,7 @@ from django.db import connections
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.backends.signals import connection_created
 
+from ..tracking import QueryScope
 from ._record import fault, monitor_or_default
 
 if TYPE_CHECKING:
@@ -34,6 +35,7 @@ def install(monitor: MetricsMonitor | None = None) -> None:
         hook(connection, timer_monitor)
 
     connection_created.connect(on_connection_created, weak=False, dispatch_uid=_DISPATCH_UID)
+    QueryScope.hooked = True
     for connection in connections.all(initialized_only=True):
         hook(connection, monitor)
 

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
 
+from ..tracking import QueryScope
 from ._record import record
 
 if TYPE_CHECKING:
@@ -61,3 +62,4 @@ def instrument_engine(
     event.listen(engine, "before_cursor_execute", before)
     event.listen(engine, "after_cursor_execute", after)
     event.listen(engine, "handle_error", on_error)
+    QueryScope.hooked = True

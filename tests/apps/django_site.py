@@ -1,27 +1,17 @@
-"""A host app's Django project in one module (settings, URLs, views, its own request
-middleware), with ``monitor_worker.integrations.django`` in ``INSTALLED_APPS``;
-``test_integration_django`` serves it under WSGI and ASGI (``django_serve``).
-
-The middleware is the host app's: it times each request and tracks it with the query count
-of the ``QueryScope`` it opens (async under ASGI, so the sync views run on another thread).
-"""
+"""A host app's Django project in one module (settings, URLs, views), with
+``monitor_worker.integrations.django`` in ``INSTALLED_APPS`` and its ``MetricsMiddleware``;
+``test_integration_django`` serves it under WSGI and ASGI (``django_serve``). Under ASGI the
+middleware runs async and the sync views on another thread."""
 
 from __future__ import annotations
 
 import os
-import time
-from collections.abc import Callable
 from typing import Any
 
-from asgiref.sync import iscoroutinefunction
 from django.core.cache import caches
 from django.db import DatabaseError, connections
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.urls import path
-from django.utils.decorators import sync_and_async_middleware
-
-from monitor_worker import metrics_monitor
-from monitor_worker.tracking import QueryScope
 
 SECRET_KEY = "test-only"
 DEBUG = False
@@ -29,7 +19,7 @@ ALLOWED_HOSTS = ["127.0.0.1"]
 USE_TZ = True
 ROOT_URLCONF = __name__
 INSTALLED_APPS = ["monitor_worker.integrations.django"]
-MIDDLEWARE = [f"{__name__}.track_requests"]
+MIDDLEWARE = ["monitor_worker.integrations.django.MetricsMiddleware"]
 DATABASES: dict[str, Any] = {
     "default": {"ENGINE": "django.db.backends.sqlite3", "NAME": os.environ.get("TEST_SQLITE", "")}
 }
@@ -49,37 +39,6 @@ CACHES = {
         "KEY_PREFIX": os.environ.get("MONITOR_KEY_PREFIX", ""),
     },
 }
-
-
-def _track(request: HttpRequest, response: HttpResponse, started: float, queries: int) -> None:
-    match = request.resolver_match
-    endpoint = f"/{match.route}" if match is not None else "<unmatched>"
-    metrics_monitor.track_api_request(
-        endpoint, time.perf_counter() - started, response.status_code, queries=queries
-    )
-
-
-@sync_and_async_middleware
-def track_requests(get_response: Callable[[HttpRequest], Any]) -> Callable[[HttpRequest], Any]:
-    if iscoroutinefunction(get_response):
-
-        async def async_middleware(request: HttpRequest) -> HttpResponse:
-            started = time.perf_counter()
-            with QueryScope() as scope:
-                response: HttpResponse = await get_response(request)
-            _track(request, response, started, scope.queries)
-            return response
-
-        return async_middleware
-
-    def middleware(request: HttpRequest) -> HttpResponse:
-        started = time.perf_counter()
-        with QueryScope() as scope:
-            response: HttpResponse = get_response(request)
-        _track(request, response, started, scope.queries)
-        return response
-
-    return middleware
 
 
 def _run(request: HttpRequest, n: int, sql: str = "SELECT 1") -> None:
