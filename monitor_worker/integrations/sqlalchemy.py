@@ -22,7 +22,7 @@ from sqlalchemy import event
 from sqlalchemy.engine import Engine
 
 from ..tracking import QueryScope
-from ._record import record
+from ._record import fault, monitor_or_default
 
 if TYPE_CHECKING:
     from ..monitor import MetricsMonitor
@@ -44,20 +44,26 @@ def instrument_engine(
 ) -> None:
     """Record every statement ``engine`` runs under ``name`` (default: ``engine_alias``)."""
     alias = name or engine_alias(engine)
+    track = monitor_or_default(monitor).track_query
+    perf = time.perf_counter
 
     def before(conn: Any, cursor: Any, sql: Any, params: Any, context: Any, many: Any) -> None:
         if context is not None:
-            setattr(context, _ATTR, time.perf_counter())
+            context._monitor_worker_started = perf()
 
     def after(conn: Any, cursor: Any, sql: Any, params: Any, context: Any, many: Any) -> None:
-        started = getattr(context, _ATTR, None)
-        if started is not None:
-            record(monitor, "track_query", alias, time.perf_counter() - started, ok=True)
+        _record(context, True)
 
     def on_error(exception_context: Any) -> None:
-        started = getattr(exception_context.execution_context, _ATTR, None)
+        _record(exception_context.execution_context, False)
+
+    def _record(context: Any, ok: bool) -> None:
+        started = getattr(context, _ATTR, None)
         if started is not None:
-            record(monitor, "track_query", alias, time.perf_counter() - started, ok=False)
+            try:
+                track(alias, perf() - started, ok=ok)
+            except (TypeError, ValueError) as exc:  # an alias over 200 characters
+                fault("track_query", exc)
 
     event.listen(engine, "before_cursor_execute", before)
     event.listen(engine, "after_cursor_execute", after)
