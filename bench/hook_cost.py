@@ -6,9 +6,9 @@
   entry installs, and through SQLAlchemy, bare engine vs ``instrument_engine``;
 - a local-memory cache ``get`` (a hit), bare vs counted.
 
-Rounds interleave the variants (a noisy moment hits both); each figure is the median per-call
-time over the rounds' blocks. The events tracked meanwhile reach the private Valkey; at the
-end they are counted: a run that lost one fails.
+Rounds interleave the variants, alternating which goes first (a noisy moment hits both); each
+figure is the median per-call time over the rounds' blocks. The events tracked meanwhile
+reach the private Valkey; at the end they are counted: a run that lost one fails.
 
     .venv/bin/python bench/hook_cost.py [--quick]
 """
@@ -44,8 +44,9 @@ def interleaved(
 ) -> dict[str, float]:
     """Median per-call ns of each variant over ``rounds`` interleaved blocks of ``calls``."""
     samples: dict[str, list[float]] = {name: [] for name in variants}
-    for _ in range(rounds):
-        for name, fn in variants.items():
+    order = list(variants.items())
+    for n in range(rounds):
+        for name, fn in order if n % 2 == 0 else reversed(order):  # ABBA: no side goes first
             samples[name].append(per_call_ns(fn, calls))
     return {name: common.median(values) for name, values in samples.items()}
 
@@ -171,7 +172,7 @@ def celery_round_trip(url: str, prefix: str, rounds: int, calls: int) -> dict[st
 def main() -> int:
     args = common.parse_args(__doc__ or "")
     report = common.Report("hook_cost")
-    rounds = 5 if args.quick else 15
+    rounds = 5 if args.quick else 21
     sys.path.insert(0, str(HERE))
     import tempfile
 
