@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+import os
 import signal
 import sys
 import time
@@ -21,6 +22,7 @@ from celery.signals import (
     beat_embedded_init,
     beat_init,
     before_task_publish,
+    worker_init,
     worker_process_init,
     worker_process_shutdown,
 )
@@ -74,12 +76,23 @@ def _beat_started(**_: Any) -> None:
     _IN_BEAT = True
 
 
+_WORKER_PID: int | None = None
+
+
+@worker_init.connect
+def _remember_worker(**_: Any) -> None:
+    global _WORKER_PID
+    _WORKER_PID = os.getpid()
+
+
 @beat_embedded_init.connect
 @worker_process_init.connect
 def _stop_with_the_worker(**_: Any) -> None:
     """A pool child or an embedded beat stops when its worker is killed outright, instead of
-    living on unowned (running the beat schedule with nobody to stop it)."""
-    die_with_parent(signal.SIGTERM)
+    living on unowned (running the beat schedule with nobody to stop it). The solo pool runs
+    in the worker's own process, which is left alone."""
+    if _WORKER_PID is not None and os.getpid() != _WORKER_PID:
+        die_with_parent(signal.SIGTERM, parent=_WORKER_PID)
 
 
 @before_task_publish.connect

@@ -99,7 +99,10 @@ def _start_worker(env: dict[str, str]) -> subprocess.Popen[bytes]:
         ],
         env=env,
         start_new_session=True,
-        preexec_fn=child_preexec(),
+        # Killed outright, the demo takes its server down too; a warm shutdown of a worker
+        # whose broker is gone can wait a long time, so the worker gets SIGKILL. Its pool
+        # child and beat then stop on their own (monitor_worker.celery asks for that).
+        preexec_fn=child_preexec(signal.SIGKILL),
     )
 
 

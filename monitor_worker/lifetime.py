@@ -31,19 +31,21 @@ def _prctl() -> Callable[..., int] | None:
     return prctl
 
 
-def die_with_parent(sig: int = signal.SIGTERM) -> bool:
+def die_with_parent(sig: int = signal.SIGTERM, *, parent: int | None = None) -> bool:
     """Ask for ``sig`` when this process's parent dies; ``False`` where that is not possible.
 
-    The signal is tied to the parent *thread* that forked this process, so call it in
-    processes started from a parent's main thread.
+    ``parent`` is the pid the parent had before the fork, when known: if this process has
+    been re-parented already (its parent died before this call), ``sig`` comes at once. The
+    signal is tied to the parent *thread* that forked this process, so call it in processes
+    started from a parent's main thread.
     """
     prctl = _prctl()
     if prctl is None:
         return False
-    parent = os.getppid()
+    parent = os.getppid() if parent is None else parent
     if prctl(_PR_SET_PDEATHSIG, int(sig), 0, 0, 0) != 0:
         return False
-    if os.getppid() != parent:  # the parent died during the request
+    if os.getppid() != parent:  # the parent died before or during the request
         os.kill(os.getpid(), sig)
     return True
 
