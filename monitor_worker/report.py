@@ -53,43 +53,49 @@ def _n(value: Any, digits: int = 3) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
 
 
+# section -> (first column's header, then (header, field, width, format) per column); a format
+# is "d" (a count), "%" (a percentage), a number of decimals, or "t" (text, last)
+_TABLES: tuple[tuple[str, str, tuple[tuple[str, str, int, str | int], ...]], ...] = (
+    ("tasks", "task", (
+        ("runs", "runs", 7, "d"), ("fail", "failures", 6, "d"), ("fail %", "failure_rate", 7, "%"),
+        ("retry", "retries", 6, "d"), ("avg s", "avg_runtime", 8, 3),
+        ("p95 s", "p95_runtime", 8, 3), ("p95 wait", "p95_queue_wait", 9, 3),
+        ("queue", "queue", 0, "t"),
+    )),
+    ("task_queues", "task queue", (
+        ("tasks", "tasks", 7, "d"), ("avg wait", "avg_queue_wait", 9, 3),
+        ("p95 wait", "p95_queue_wait", 9, 3),
+    )),
+    ("db", "database", (
+        ("queries", "queries", 9, "d"), ("errors", "errors", 7, "d"),
+        ("avg s", "avg_query_time", 8, 4), ("p95 s", "p95_query_time", 8, 4),
+    )),
+    ("cache", "cache", (
+        ("lookups", "lookups", 9, "d"), ("hits", "hits", 9, "d"), ("hit %", "hit_rate", 7, "%"),
+    )),
+)  # fmt: skip
+
+
+def _cell(value: Any, fmt: str | int) -> str:
+    if fmt == "t":
+        return f" {value or '-'}"
+    if fmt == "d":
+        return str(value)
+    return _n(value, 2 if fmt == "%" else int(fmt))
+
+
 def _kind_tables(summary: dict[str, Any]) -> list[str]:
     """Tables of the tasks, task queues, databases, caches and custom metrics (where any)."""
     lines: list[str] = []
-    tasks = summary.get("tasks") or {}
-    if tasks:
-        lines += [
-            "",
-            f"{'task':<40} {'runs':>7} {'fail':>6} {'fail %':>7} {'retry':>6} {'avg s':>8} "
-            f"{'p95 s':>8} {'p95 wait':>9}  queue",
-        ]
-        for name, t in tasks.items():
-            lines.append(
-                f"{name[:40]:<40} {t['runs']:>7} {t['failures']:>6} {t['failure_rate']:>7.2f} "
-                f"{t['retries']:>6} {_n(t['avg_runtime']):>8} {_n(t['p95_runtime']):>8} "
-                f"{_n(t['p95_queue_wait']):>9}  {t['queue'] or '-'}"
-            )
-    queues = summary.get("task_queues") or {}
-    if queues:
-        lines += ["", f"{'task queue':<40} {'tasks':>7} {'avg wait':>9} {'p95 wait':>9}"]
-        for name, q in queues.items():
-            lines.append(
-                f"{name[:40]:<40} {q['tasks']:>7} {_n(q['avg_queue_wait']):>9} "
-                f"{_n(q['p95_queue_wait']):>9}"
-            )
-    db = summary.get("db") or {}
-    if db:
-        lines += ["", f"{'database':<40} {'queries':>9} {'errors':>7} {'avg s':>8} {'p95 s':>8}"]
-        for alias, d in db.items():
-            lines.append(
-                f"{alias[:40]:<40} {d['queries']:>9} {d['errors']:>7} "
-                f"{_n(d['avg_query_time'], 4):>8} {_n(d['p95_query_time'], 4):>8}"
-            )
-    cache = summary.get("cache") or {}
-    if cache:
-        lines += ["", f"{'cache':<40} {'lookups':>9} {'hits':>9} {'hit %':>7}"]
-        for alias, c in cache.items():
-            lines.append(f"{alias[:40]:<40} {c['lookups']:>9} {c['hits']:>9} {c['hit_rate']:>7.2f}")
+    for section, first, columns in _TABLES:
+        rows = summary.get(section) or {}
+        if not rows:
+            continue
+        head = " ".join(f"{h:>{w}}" if w else f" {h}" for h, _, w, _ in columns)
+        lines += ["", f"{first:<40} {head}"]
+        for name, row in rows.items():
+            cells = " ".join(f"{_cell(row[k], fmt):>{w}}" for _, k, w, fmt in columns)
+            lines.append(f"{name[:40]:<40} {cells}")
     metrics = summary.get("metrics") or {}
     if metrics:
         lines += ["", f"{'metric':<40} {'count':>9}  values"]
