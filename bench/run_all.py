@@ -26,6 +26,7 @@ SCRIPTS = (
     "queue_inspection",
     "alert_latency",
     "middleware",
+    "web",
     "hook_cost",
 )
 FULL_LIMIT_S = 15 * 60

@@ -221,23 +221,18 @@ class _Delivery:
             age_s = t - e.created
             silence = throttle.silence_for(silences, e.key)
             if age_s > self.settings.delivery_max_age_s:
-                log.warning(
-                    "alert %s (%s) dropped: not delivered in %.0f s (%d attempts)",
-                    e.key,
-                    e.kind,
-                    age_s,
-                    e.attempts,
-                )
+                why = f"not delivered in {age_s:.0f} s ({e.attempts} attempts)"
+                log.warning("alert %s (%s) dropped: %s", e.key, e.kind, why)
             elif silence is not None:
-                log.info(
-                    "alert %s (%s) not sent: silenced by %r", e.key, e.kind, silence["pattern"]
-                )
+                why = f"silenced by {silence['pattern']!r}"
+                log.info("alert %s (%s) not sent: %s", e.key, e.kind, why)
             elif e.kind == "resolved" and notified.get(e.key) != str(e.episode):
-                log.info("alert %s resolved; its firing message was never delivered", e.key)
+                why = "its firing message was never delivered"
+                log.info("alert %s resolved; %s", e.key, why)
             else:
                 sendable.append(e)
                 continue
-            self.finish([e], delivered=False)
+            self.finish([e], delivered=False, why=why)
             self.counts["dropped"] += 1
         if len(sendable) > self.settings.alert_group_max:
             groups = [sendable]
@@ -282,7 +277,7 @@ class _Delivery:
         if exc.permanent:
             log.error("Slack refused %s; dropped, not retried: %s", _names(group), reason)
             hold = self.clock() + self.settings.alert_throttle_s
-            self.finish(group, delivered=False, hold_until=hold)
+            self.finish(group, delivered=False, hold_until=hold, why=reason)
             self.counts["dropped"] += len(group)
             return
         if exc.retry_after_s is not None:
@@ -298,22 +293,34 @@ class _Delivery:
             delay_s,
             reason,
         )
-        self.put_back(group, attempt=True, delay_s=delay_s)
+        self.put_back(group, attempt=True, delay_s=delay_s, why=reason)
         self.counts["retry"] += len(group)
 
-    def put_back(self, group: list[Entry], *, attempt: bool, delay_s: float) -> None:
+    def put_back(self, group: list[Entry], *, attempt: bool, delay_s: float, why: str = "") -> None:
+        """Make ``group`` due again; an ``attempt`` that failed is recorded as ``retrying``."""
         batch = throttle.Batch(self.client)
-        due = self.clock() + delay_s
+        now = self.clock()
         for e in group:
             again = throttle.with_attempt(e) if attempt else e
-            batch.run(throttle.reschedule, self.settings, again, due=due)
+            batch.run(throttle.reschedule, self.settings, again, due=now + delay_s)
+            if attempt:
+                batch.run(
+                    throttle.record_delivery, self.settings, again, "retrying", now=now, error=why
+                )
         _raise_first(batch.replies())
 
     def finish(
-        self, group: list[Entry], *, delivered: bool, hold_until: float | None = None
+        self,
+        group: list[Entry],
+        *,
+        delivered: bool,
+        hold_until: float | None = None,
+        why: str = "",
     ) -> None:
+        """Take ``group`` out of the outbox, recorded as ``sent`` or ``dropped`` (``why``)."""
         batch = throttle.Batch(self.client)
         now = self.clock()
+        outcome = "sent" if delivered else "dropped"
         for e in group:
             batch.run(
                 throttle.finish,
@@ -323,6 +330,7 @@ class _Delivery:
                 delivered=delivered,
                 hold_until=hold_until,
             )
+            batch.run(throttle.record_delivery, self.settings, e, outcome, now=now, error=why)
         _raise_first(batch.replies())
         if delivered:
             self.counts["sent"] += len(group)
@@ -356,7 +364,8 @@ def _names(group: list[Entry]) -> str:
 
 
 def firing_alerts(client: redis.Redis, settings: Settings) -> list[dict[str, Any]]:
-    """The alerts firing now: key, since, last_sent, last_value, delivered, silenced."""
+    """The alerts firing now: key, since, last_sent, last_value, delivered, silenced,
+    throttled_until (no reminder before then; None when none was sent)."""
     firing = throttle.firing_keys(client, settings)
     keys = sorted(firing)
     silences = list_silences(client, settings)
@@ -373,6 +382,7 @@ def firing_alerts(client: redis.Redis, settings: Settings) -> list[dict[str, Any
                 "last_value": _float_or_none(state.get("last_value")),
                 "delivered": state.get("delivered_episode") == state.get("episode"),
                 "silenced": silence["pattern"] if silence else None,
+                "throttled_until": _float_or_none(state.get("hold_until")),
             }
         )
     return shown

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING, Any
 
-from . import alerting, queues
+from . import alerting, queues, throttle
 from .errors import MonitorError
 from .store import REDIS_ERRORS, describe_error, pending_count, read_heartbeats
 
 if TYPE_CHECKING:
     from .monitor import MetricsMonitor
+
+log = logging.getLogger("monitor_worker.checks")
 
 
 def check_queues(monitor: MetricsMonitor, now: float) -> dict[str, Any]:
@@ -62,13 +65,25 @@ def check_measured_queue(
     if isinstance(queue_length, bool) or not isinstance(queue_length, int) or queue_length < 0:
         raise ValueError("queue_length must be an int >= 0")
     length = queues.QueueLength(queue_name, queue_length, queue_length > 0, {})
+    settings = monitor.settings
+    errors: list[dict[str, Any]] = []
     try:
-        queues.record_samples(
-            monitor.store(), monitor.settings, {queue_name: length}, now, mark_reachable=False
-        )
+        if queue_name in settings.queues or queues.admit_measured(
+            monitor.store(), settings, queue_name, now
+        ):
+            queues.record_samples(
+                monitor.store(), settings, {queue_name: length}, now, mark_reachable=False
+            )
+        else:
+            why = (
+                f"queue_name: {settings.max_queues} measured queues are kept already "
+                "(MONITOR_MAX_QUEUES); this one is not recorded"
+            )
+            log.warning("%s: %s", queue_name, why)
+            errors.append({"key": f"celery_queue:{queue_name}", "error": why})
     except REDIS_ERRORS as exc:
-        raise MonitorError(describe_error(monitor.settings, exc)) from None
-    return _evaluate(monitor, now, [], deliver=True, extra_queues=(queue_name,))
+        raise MonitorError(describe_error(settings, exc)) from None
+    return _evaluate(monitor, now, errors, deliver=True)
 
 
 def _evaluate(
@@ -77,10 +92,9 @@ def _evaluate(
     errors: list[dict[str, Any]],
     *,
     deliver: bool,
-    extra_queues: tuple[str, ...] = (),
 ) -> dict[str, list[dict[str, Any]]]:
     settings = monitor.settings
-    summary = monitor.get_metrics_summary(now=now, extra_queues=extra_queues)
+    summary = monitor.get_metrics_summary(now=now)
     try:
         report = alerting.check(monitor.store(), settings, summary, now)
         if deliver and (
@@ -104,13 +118,16 @@ def deliver(monitor: MetricsMonitor, *, deadline_s: float) -> dict[str, int]:
 
 
 def health(monitor: MetricsMonitor, now: float) -> dict[str, Any]:
-    """Whether beat and a worker were seen recently, the backlog and the outbox."""
+    """Whether beat and a worker were seen recently, the backlog (``pending_events``), the
+    outbox (its depth and its oldest entry's age) and the last Slack error."""
     settings = monitor.settings
     client = monitor.store()
     try:
         beats = read_heartbeats(client, settings)
         pending = pending_count(client, settings)
         outbox = alerting.outbox_size(client, settings)
+        oldest = throttle.oldest_undelivered(client, settings)
+        last_error = throttle.delivery_history(client, settings)["last_error"]
     except REDIS_ERRORS as exc:
         raise MonitorError(describe_error(settings, exc)) from None
     # beat sends aggregate every interval; allow three missed runs (at least a minute)
@@ -124,4 +141,6 @@ def health(monitor: MetricsMonitor, now: float) -> dict[str, Any]:
         "beat_seen_s_ago": ages["beat"],
         "pending_events": pending,
         "outbox": outbox,
+        "outbox_oldest_s": None if oldest is None else round(now - oldest["created"], 1),
+        "last_slack_error": last_error,
     }

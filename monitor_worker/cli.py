@@ -40,6 +40,7 @@ def _monitor() -> MetricsMonitor:
 def cmd_run(args: argparse.Namespace) -> int:
     """Worker and beat in one process; an embedded Valkey when no Redis URL is configured."""
     from .embedded import EmbeddedRedis
+    from .web import server as web
 
     settings = Settings.from_env()
     server: EmbeddedRedis | None = None
@@ -53,6 +54,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             "Set MONITOR_REDIS_URL to this in your app (local apps find it on their own).\n"
         )
         sys.stdout.flush()
+    dashboard = None if args.no_web else web.start_beside(args.web_port, os.environ)
     try:
         from .celery import app, worker_argv
 
@@ -62,6 +64,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     except SystemExit as exc:
         return int(exc.code or 0) if isinstance(exc.code, int) else 0
     finally:
+        web.stop(dashboard)
         if server is not None:
             server.stop()
     return 0
@@ -70,7 +73,23 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
-    return run_demo(duration_s=args.duration)
+    return run_demo(duration_s=args.duration, web_port=None if args.no_web else args.web_port)
+
+
+def cmd_web(args: argparse.Namespace) -> int:
+    """The dashboard server in the foreground."""
+    from .web import server as web
+
+    settings = Settings.from_env()
+    try:
+        web.serve(settings, args.host, args.port, certfile=args.certfile, keyfile=args.keyfile)
+    except OSError as exc:
+        sys.stderr.write(
+            f"monitor-worker: web: cannot listen on {args.host}:{args.port}: "
+            f"{exc.strerror or exc}\n"
+        )
+        return 2
+    return 0
 
 
 def cmd_summary(args: argparse.Namespace) -> int:
@@ -148,7 +167,13 @@ def cmd_silence(args: argparse.Namespace) -> int:
     monitor = _monitor()
     duration = throttle.parse_duration(args.duration)
     throttle.add_silence(
-        monitor.store(), monitor.settings, args.key, duration, args.reason or "", time.time()
+        monitor.store(),
+        monitor.settings,
+        args.key,
+        duration,
+        args.reason or "",
+        time.time(),
+        created_by="cli",
     )
     sys.stdout.write(f"silenced {args.key} for {args.duration}\n")
     return 0
@@ -260,12 +285,23 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(func=func)
         return p
 
+    def web_options(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--web-port", type=_port, default=8350, help="dashboard port (default 8350)")
+        p.add_argument("--no-web", action="store_true", help="do not start the dashboard")
+
     p = add("run", cmd_run, "worker and beat in one process (embedded Valkey by default)")
     p.add_argument("--concurrency", type=int, default=0, help="worker processes (default: CPUs)")
+    web_options(p)
     p = add("demo", cmd_demo, "run with synthetic traffic that trips the alert rules")
     p.add_argument(
         "--duration", type=float, default=0.0, help="seconds to run (default: until Ctrl-C)"
     )
+    web_options(p)
+    p = add("web", cmd_web, "the dashboard, JSON API and /metrics (http://127.0.0.1:8350/)")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    p.add_argument("--port", type=_port, default=8350, help="port (default 8350)")
+    p.add_argument("--certfile", default=None, help="TLS certificate (PEM), with --keyfile")
+    p.add_argument("--keyfile", default=None, help="TLS private key (PEM), with --certfile")
     p = add("summary", cmd_summary, "the current window")
     p.add_argument("--json", action="store_true")
     p.add_argument("--now", type=float, default=None, help="evaluate the window ending then")
@@ -291,6 +327,16 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("rules", cmd_rules, "the effective thresholds, each with where it came from")
     p.add_argument("--json", action="store_true")
     return parser
+
+
+def _port(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        port = -1
+    if not 1 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"a port number 1-65535 (got {text!r})")
+    return port
 
 
 def _setup_logging(verbose: bool) -> None:

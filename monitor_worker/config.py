@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import stat
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, replace
@@ -132,6 +133,11 @@ class Settings:
     exclude_paths: tuple[str, ...] = ("/health*", "/metrics", "/static/*", "/favicon.ico")
     track_unmatched: bool = True
     endpoint_style: str = "route"
+    max_queues: int = 200
+    web_tokens: tuple[str, ...] = field(default=(), repr=False)
+    metrics_token: str = field(default="", repr=False)
+    web_allowed_hosts: tuple[str, ...] = ()
+    web_cache_s: float = 5.0
     max_tasks: int = 500
     max_metrics: int = 500
     max_aliases: int = 100
@@ -156,6 +162,8 @@ class Settings:
                 value = redact_url(value)
             elif f.name == "slack_webhook_url":
                 value = redact_webhook(value)
+            elif f.name in _SECRET_FIELDS:
+                value = _redact_secret(f.name, value)
             shown.append(f"{f.name}={value!r}")
         return f"Settings({', '.join(shown)})"
 
@@ -166,6 +174,12 @@ class Settings:
     @property
     def inspected_broker_url(self) -> str:
         return self.queues_broker_url or self.broker_url
+
+    @property
+    def web_token_names(self) -> dict[str, str]:
+        """``MONITOR_WEB_TOKENS`` as token -> name (the name is who a token stands for)."""
+        pairs = (entry.partition("=") for entry in self.web_tokens)
+        return {token: name for name, _, token in pairs}
 
     def with_overrides(self, **changes: Any) -> Settings:
         return replace(self, **changes)
@@ -261,6 +275,11 @@ _ENV_OF_FIELD = {
     "exclude_paths": "MONITOR_EXCLUDE_PATHS",
     "track_unmatched": "MONITOR_TRACK_UNMATCHED",
     "endpoint_style": "MONITOR_ENDPOINT_STYLE",
+    "max_queues": "MONITOR_MAX_QUEUES",
+    "web_tokens": "MONITOR_WEB_TOKENS",
+    "metrics_token": "MONITOR_METRICS_TOKEN",
+    "web_allowed_hosts": "MONITOR_WEB_ALLOWED_HOSTS",
+    "web_cache_s": "MONITOR_WEB_CACHE_SECONDS",
     "max_tasks": "MONITOR_MAX_TASKS",
     "max_metrics": "MONITOR_MAX_METRICS",
     "max_aliases": "MONITOR_MAX_ALIASES",
@@ -274,6 +293,17 @@ _ENV_OF_FIELD = {
 }
 # variables whose empty value means "none" rather than the default
 _EMPTY_MEANS_NONE = {"exclude_paths": ()}
+
+# fields holding secrets: never shown, not even in an error about their own value
+_SECRET_FIELDS = ("web_tokens", "metrics_token")
+MIN_TOKEN_CHARS = 16
+_TOKEN_NAME = re.compile(r"^[A-Za-z0-9_.@-]{1,64}$")
+
+
+def _redact_secret(name: str, value: Any) -> str:
+    if name == "web_tokens":
+        return ",".join(f"{entry.partition('=')[0]}=***" for entry in value)
+    return "***" if value else ""
 
 
 def _env_name(message: str) -> str:
@@ -318,6 +348,7 @@ def _check(s: Settings) -> None:
         "alert_group_max",
         "queue_growth_checks",
         "pending_threshold",
+        "max_queues",
         "max_tasks",
         "max_metrics",
         "max_aliases",
@@ -377,6 +408,9 @@ def _check(s: Settings) -> None:
         bad("slack_webhook_url", "must be an http(s) URL")
     if not s.queues:
         bad("queues", "must name at least one queue")
+    if not (math.isfinite(s.web_cache_s) and 0 <= s.web_cache_s <= 3600):
+        bad("web_cache_s", "must be a number >= 0 and at most 3600")
+    _check_tokens(s, bad)
     if s.redis_cluster:
         if s.broker_url == s.redis_url:
             bad(
@@ -389,7 +423,32 @@ def _check(s: Settings) -> None:
             bad("redis_url", "must be a redis:// or rediss:// URL of database 0 on a cluster")
 
 
+def _check_tokens(s: Settings, bad: Callable[[str, str], NoReturn]) -> None:
+    names: set[str] = set()
+    tokens: set[str] = set()
+    for entry in s.web_tokens:
+        name, eq, token = entry.partition("=")
+        if not eq or not _TOKEN_NAME.match(name):
+            bad(
+                "web_tokens",
+                "must be name=token pairs, comma-separated (name: letters, digits, _.@-)",
+            )
+        if len(token) < MIN_TOKEN_CHARS or any(c.isspace() for c in token):
+            bad(
+                "web_tokens", f"each token must be at least {MIN_TOKEN_CHARS} characters, no spaces"
+            )
+        if name in names or token in tokens:
+            bad("web_tokens", "names and tokens must be unique")
+        names.add(name)
+        tokens.add(token)
+    token = s.metrics_token
+    if token and (len(token) < MIN_TOKEN_CHARS or any(c.isspace() for c in token)):
+        bad("metrics_token", f"must be at least {MIN_TOKEN_CHARS} characters, no spaces")
+
+
 def _shown(name: str, value: Any) -> str:
+    if name in _SECRET_FIELDS:
+        return repr(_redact_secret(name, value))
     if name == "slack_webhook_url":
         return redact_webhook(value)
     if name.endswith("url"):
@@ -410,7 +469,7 @@ class _Reader:
         try:
             return parse(raw.strip())
         except (ValueError, TypeError, RecursionError):
-            shown = "***" if "URL" in name else repr(raw[:60])
+            shown = "***" if "URL" in name or "TOKEN" in name else repr(raw[:60])
             raise ConfigError(f"{name}: must be {what} (got {shown})") from None
 
     def text(self, name: str, default: str) -> str:

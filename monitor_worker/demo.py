@@ -40,13 +40,16 @@ def synthetic_request(rng: random.Random) -> tuple[str, float, int]:
     return endpoint, rng.lognormvariate(-1.6, 0.4), 200
 
 
-def run_demo(duration_s: float = 0.0) -> int:
+def run_demo(duration_s: float = 0.0, web_port: int | None = 8350) -> int:
     """Run until ``duration_s`` has passed (0: until Ctrl-C or SIGTERM), then stop everything
-    it started. Killed outright, its server and worker stop on their own."""
+    it started; ``web_port`` None runs it without the dashboard. Killed outright, its server,
+    worker and dashboard stop on their own."""
     from .embedded import EmbeddedRedis
+    from .web import server as web
 
     server: EmbeddedRedis | None = None
     worker: subprocess.Popen[bytes] | None = None
+    dashboard: subprocess.Popen[bytes] | None = None
     monitor: MetricsMonitor | None = None
     code = 0
     try:
@@ -59,6 +62,7 @@ def run_demo(duration_s: float = 0.0) -> int:
                 sys.stdout.write(f"MONITOR_REDIS_URL={server.url}\n")
             monitor = MetricsMonitor(settings=Settings.from_env(env))
             worker = _start_worker(env)
+            dashboard = None if web_port is None else web.start_beside(web_port, env)
             code = _traffic(monitor, worker, duration_s)
     except KeyboardInterrupt:
         pass
@@ -68,6 +72,7 @@ def run_demo(duration_s: float = 0.0) -> int:
         try:
             if monitor is not None:
                 monitor.close()
+            web.stop(dashboard)
             if worker is not None:
                 worker.terminate()
                 try:

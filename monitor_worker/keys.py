@@ -11,12 +11,13 @@ the Redis Cluster hash tag ``{s<n>}`` so one Lua script or MULTI touches one slo
     P{s3}:m:<minute>          hash   one minute bucket of the shard's endpoints and reasons
     P{s3}:roll                hash   the same fields summed over the current window
     P{s3}:stats               hash   events queued in raw; trimmed events not yet in a bucket
+    P{s3}:totals              hash   requests, errors, payment failures ever applied (counters)
     P{meta}:endpoints         set    admitted endpoints (cardinality cap)
     P{meta}:reasons           set    admitted payment-failure reasons
     P{meta}:tasks ...         set    admitted task names, task queues, db and cache aliases,
                                      custom metrics (``Keys.admitted``)
     P{alerts}:...             alert state, outbox, silences (see throttle.py)
-    P{queues}:...             queue samples (see queues.py)
+    P{queues}:...             queue samples, queues measured by jobs (see queues.py)
     P{meta}:heartbeat:<who>   string last time a worker/beat was seen
 """
 
@@ -29,6 +30,7 @@ from dataclasses import dataclass
 RAW_TTL_S = 7 * 24 * 3600
 PUSH_DEDUPE_TTL_S = 600  # longer than any retry of one flush batch
 LEASE_MS = 60_000
+TOTALS_TTL_S = 30 * 24 * 3600  # counters of a name not seen for 30 days are forgotten
 
 
 def shard_of(name: str, shards: int) -> int:
@@ -60,6 +62,10 @@ class ShardKeys:
     @property
     def stats(self) -> str:
         return self.base + "stats"
+
+    @property
+    def totals(self) -> str:
+        return self.base + "totals"
 
     @property
     def batch_counts(self) -> str:
@@ -115,6 +121,11 @@ class Keys:
     @property
     def queue_status(self) -> str:
         return f"{self.prefix}{{queues}}:status"
+
+    @property
+    def measured_queues(self) -> str:
+        """Queues measured by jobs (``check_celery_queue``) -> their last sample's time."""
+        return f"{self.prefix}{{queues}}:measured"
 
 
 def bucket_ttl_s(window_s: int) -> int:

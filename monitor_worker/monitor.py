@@ -123,27 +123,22 @@ class MetricsMonitor(Tracker):
 
     # -- reading --------------------------------------------------------------------------------
 
-    def get_metrics_summary(
-        self, now: float | None = None, *, extra_queues: tuple[str, ...] = ()
-    ) -> dict[str, Any]:
+    def get_metrics_summary(self, now: float | None = None) -> dict[str, Any]:
         """The window ending at ``now`` (default: now), with events not aggregated yet.
 
         Flushes this process's buffer first. Raises MonitorError when the store is unreachable.
-        ``extra_queues`` adds queues measured by jobs (``check_celery_queue``) to ``celery``.
+        ``celery`` holds the configured queues and those measured by jobs
+        (``check_celery_queue``) while their samples are kept.
         """
         from . import queues
 
         settings = self.settings
-        queue_settings = settings
-        if extra_queues:
-            names = tuple(dict.fromkeys(settings.queues + extra_queues))
-            queue_settings = settings.with_overrides(queues=names)
         self.flush(timeout=5.0)
         at = time.time() if now is None else float(now)
         client = self.store()
         try:
             read = _read_window(client, settings, at)
-            celery = queues.queue_report(client, queue_settings, at)
+            celery = queues.queue_report(client, settings, at)
             broker = queues.broker_status(client, settings)
         except REDIS_ERRORS as exc:
             raise MonitorError(describe_error(settings, exc)) from None

@@ -308,14 +308,44 @@ def broker_status(client: redis.Redis, settings: Settings) -> dict[str, Any] | N
     }
 
 
+# Admit a queue measured by a job (check_celery_queue) under the MONITOR_MAX_QUEUES cap.
+# KEYS: measured zset (name -> last sample time). ARGV: name, now, cap, forget before, ttl.
+# Returns 1 (admitted, time noted) or 0 (refused). Guarantees: names whose samples have
+# expired are forgotten first, and the set never holds more than cap names.
+ADMIT_MEASURED = """
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[4])
+if redis.call('ZSCORE', KEYS[1], ARGV[1]) or redis.call('ZCARD', KEYS[1]) < tonumber(ARGV[3]) then
+  redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
+  redis.call('EXPIRE', KEYS[1], ARGV[5])
+  return 1
+end
+return 0
+"""
+
+
+def admit_measured(client: redis.Redis, settings: Settings, name: str, now: float) -> bool:
+    """Note ``name`` as a measured queue; False when ``MONITOR_MAX_QUEUES`` are already kept."""
+    key = Keys(settings.key_prefix, settings.shards).measured_queues
+    args: list[str | float] = [name, now, settings.max_queues, now - SAMPLES_TTL_S, SAMPLES_TTL_S]
+    return bool(client.register_script(ADMIT_MEASURED)(keys=[key], args=args))
+
+
+def queue_names(client: redis.Redis, settings: Settings, now: float) -> list[str]:
+    """The configured queues, then the queues measured by jobs whose samples are still kept."""
+    key = Keys(settings.key_prefix, settings.shards).measured_queues
+    measured: list[bytes] = client.zrangebyscore(key, now - SAMPLES_TTL_S, "+inf")  # type: ignore[assignment]
+    return list(dict.fromkeys([*settings.queues, *(_text(m) for m in measured)]))
+
+
 def queue_report(client: redis.Redis, settings: Settings, now: float) -> dict[str, Any]:
-    """The configured queues that have samples: latest length, growth and drain estimate.
+    """The queues that have samples (configured, or measured by a job): latest length,
+    growth and drain estimate.
 
     ``{queue: {'length', 'exists', 'checked_at', 'age_s', 'growth_per_minute',
     'drain_eta_seconds', 'growing', 'priorities'}}``; see broker_status for the broker.
     """
     keys = Keys(settings.key_prefix, settings.shards)
-    names = list(dict.fromkeys(settings.queues))
+    names = queue_names(client, settings, now)
     with client.pipeline(transaction=False) as pipe:
         for name in names:
             pipe.zrange(keys.queue_samples(name), 0, -1)

@@ -43,7 +43,8 @@ def format_summary(summary: dict[str, Any]) -> str:
     lines += [
         "",
         f"pending events: {summary['pending_events']}  dropped: {summary['dropped_events']}"
-        f"  endpoints folded: {summary['endpoints_folded']}",
+        f"  folded: {summary['endpoints_folded']} requests, "
+        f"{summary.get('reasons_folded', 0)} payment failures",
     ]
     return "\n".join(lines) + "\n"
 

@@ -57,11 +57,37 @@ return queued
 """
 )
 
+# The raw events of a shard not aggregated yet: every claimed batch's elements, and the newest
+# raw elements up to about ``budget`` events.
+_PENDING = """
+local function read_pending(base, leases, raw_list, budget)
+  local claimed = {}
+  for _, id in ipairs(redis.call('ZRANGE', leases, 0, -1)) do
+    for _, element in ipairs(redis.call('LRANGE', base .. 'batch:' .. id, 0, -1)) do
+      claimed[#claimed + 1] = element
+    end
+  end
+  local raw, total, first = {}, 0, 0
+  while total < budget do
+    local page = redis.call('LRANGE', raw_list, first, first + 63)
+    if #page == 0 then break end
+    for _, element in ipairs(page) do
+      raw[#raw + 1] = element
+      total = total + count_of(element)
+      if total >= budget then break end
+    end
+    first = first + 64
+  end
+  return claimed, raw
+end
+"""
+
 # Read one shard's part of a window, atomically, without changing anything.
 # KEYS: roll hash, leases zset, raw list, stats hash.
 # ARGV: shard key base, window start bucket, window end bucket, the real clock's bucket,
 #       how many buckets the roll may trail by, raw-event budget.
-# Returns {fast, hashes, claimed batches' elements, newest raw elements, queued}: with
+# Returns {fast, hashes, claimed batches' elements, newest raw elements, queued, trimmed
+# (raw events trimmed and not yet counted in a bucket by APPLY)}: with
 # fast = 1 the first hash is the roll and the others are buckets to subtract from it; with
 # fast = 0 the hashes are the window's buckets, to add up.
 # Guarantees: one consistent snapshot of the shard (a script runs atomically), so a batch
@@ -69,6 +95,7 @@ return queued
 # at all; it reads raw elements newest first, up to about the budget in events.
 READ_SHARD = (
     _COUNT
+    + _PENDING
     + """
 local roll, base = KEYS[1], ARGV[1]
 local start, stop, real, lag = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]),
@@ -83,25 +110,37 @@ if fast then
 else
   for m = start, stop do hashes[#hashes + 1] = redis.call('HGETALL', base .. 'm:' .. m) end
 end
-local claimed = {}
-for _, id in ipairs(redis.call('ZRANGE', KEYS[2], 0, -1)) do
-  for _, element in ipairs(redis.call('LRANGE', base .. 'batch:' .. id, 0, -1)) do
-    claimed[#claimed + 1] = element
-  end
-end
-local raw, total, first = {}, 0, 0
-while total < budget do
-  local page = redis.call('LRANGE', KEYS[3], first, first + 63)
-  if #page == 0 then break end
-  for _, element in ipairs(page) do
-    raw[#raw + 1] = element
-    total = total + count_of(element)
-    if total >= budget then break end
-  end
-  first = first + 64
-end
+local claimed, raw = read_pending(base, KEYS[2], KEYS[3], budget)
 local queued = redis.call('HGET', KEYS[4], 'queued') or '0'
-return {fast and 1 or 0, hashes, claimed, raw, queued}
+local trimmed = redis.call('HGET', KEYS[4], 'trimmed') or '0'
+return {fast and 1 or 0, hashes, claimed, raw, queued, trimmed}
+"""
+)
+
+# Read one shard's minute buckets of a window that changed since the caller read them, and its
+# raw events not aggregated yet, atomically. KEYS: leases zset, raw list.
+# ARGV: shard key base, window start bucket, window end bucket, raw-event budget, then the
+#       version the caller holds of each bucket from start to end ('' = none).
+# Returns {versions, hashes, claimed batches' elements, newest raw elements}: a bucket's hash
+# is false when its version (``_:v``, bumped by APPLY) is the one the caller holds.
+READ_MINUTES = (
+    _COUNT
+    + _PENDING
+    + """
+local base, start, stop = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+local versions, hashes = {}, {}
+for m = start, stop do
+  local key = base .. 'm:' .. m
+  local version = redis.call('HGET', key, '_:v') or ''
+  versions[#versions + 1] = version
+  if version == '' or version ~= ARGV[5 + m - start] then
+    hashes[#hashes + 1] = redis.call('HGETALL', key)
+  else
+    hashes[#hashes + 1] = false
+  end
+end
+local claimed, raw = read_pending(base, KEYS[1], KEYS[2], tonumber(ARGV[4]))
+return {versions, hashes, claimed, raw}
 """
 )
 
@@ -170,16 +209,18 @@ return out
 """
 
 # Apply one folded batch to the minute buckets and the rolling window, then delete it.
-# KEYS: batch list, leases zset, roll hash, stats hash, batch-counts hash.
+# KEYS: batch list, leases zset, roll hash, stats hash, batch-counts hash, totals hash.
 # ARGV: shard key base, batch id ('' = only move the window), window start bucket, now
 #       bucket, window buckets, bucket ttl, #api records, #payment records, #counter records,
-#       #roll records, then records: api (bucket, endpoint, count, errors, sum_s, at_or_below,
-#       bins), payment (bucket, reason, count, amount), counter (bucket, name, n), roll
+#       #roll records, totals ttl, then records: api (bucket, endpoint, count, errors, sum_s,
+#       at_or_below, bins), payment (bucket, reason, count, amount), counter (bucket, name, n), roll
 #       (endpoint, count, errors, sum_s, at_or_below, bins: the api records of buckets from
 #       the window start on, summed per endpoint, so the roll's bins are merged once each),
 #       then #section records and section records (bucket, field, type, value) of the other
 #       kinds (windows.SECTIONS), added to their bucket and to the roll.
-# Invariant: roll = sum of the buckets from roll._:start on.
+# Invariant: roll = sum of the buckets from roll._:start on; totals (c:, e:, pc: fields) count
+# every request, error and payment failure ever applied (the /metrics counters), so they move
+# with the buckets in this one step and never go down.
 # Guarantees: all of a batch or none of it is counted, and the batch list is deleted in the
 # same step, so a batch is applied at most once even when a retried call or a second
 # aggregator applies it again (the second call finds no batch and returns 0).
@@ -283,12 +324,17 @@ local function add(b, f, v, kind, to_roll)
   end
 end
 
-local i = 11
+local totals = KEYS[6]
+local i = 12
 local each = not summed
 for _ = 1, tonumber(ARGV[7]) do
   local b, name = tonumber(ARGV[i]), ARGV[i + 1]
   add(b, 'c:' .. name, ARGV[i + 2], 'i', each)
-  if ARGV[i + 3] ~= '0' then add(b, 'e:' .. name, ARGV[i + 3], 'i', each) end
+  redis.call('HINCRBY', totals, 'c:' .. name, ARGV[i + 2])
+  if ARGV[i + 3] ~= '0' then
+    add(b, 'e:' .. name, ARGV[i + 3], 'i', each)
+    redis.call('HINCRBY', totals, 'e:' .. name, ARGV[i + 3])
+  end
   add(b, 's:' .. name, ARGV[i + 4], 'f', each)
   if ARGV[i + 5] ~= '0' then add(b, 'l:' .. name, ARGV[i + 5], 'i', each) end
   add(b, 'h:' .. name, ARGV[i + 6], 'h', each)
@@ -298,6 +344,7 @@ for _ = 1, tonumber(ARGV[8]) do
   local b, name = tonumber(ARGV[i]), ARGV[i + 1]
   add(b, 'pc:' .. name, ARGV[i + 2], 'i', true)
   add(b, 'pa:' .. name, ARGV[i + 3], 'f', true)
+  redis.call('HINCRBY', totals, 'pc:' .. name, ARGV[i + 2])
   i = i + 4
 end
 for _ = 1, tonumber(ARGV[9]) do
@@ -324,8 +371,12 @@ if trimmed and tonumber(trimmed) > 0 then
   redis.call('HINCRBY', KEYS[4], 'trimmed', -tonumber(trimmed))
   add(nowb, 'x:trimmed', trimmed, 'i', true)
 end
-for k in pairs(touched) do redis.call('EXPIRE', k, ttl) end
+for k in pairs(touched) do
+  redis.call('HINCRBY', k, '_:v', 1)  -- the bucket's version: READ_MINUTES skips unchanged ones
+  redis.call('EXPIRE', k, ttl)
+end
 redis.call('EXPIRE', roll, ttl)
+if redis.call('EXISTS', totals) == 1 then redis.call('EXPIRE', totals, ARGV[11]) end
 if ARGV[2] ~= '' then
   redis.call('DEL', KEYS[1])
   redis.call('ZREM', KEYS[2], ARGV[2])

@@ -14,7 +14,7 @@ import logging
 import time
 import uuid
 import weakref
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,7 +26,15 @@ from redis.retry import Retry
 from . import scripts
 from .config import Settings, redact_url
 from .events import element_count
-from .keys import LEASE_MS, PUSH_DEDUPE_TTL_S, RAW_TTL_S, Keys, ShardKeys, bucket_ttl_s
+from .keys import (
+    LEASE_MS,
+    PUSH_DEDUPE_TTL_S,
+    RAW_TTL_S,
+    TOTALS_TTL_S,
+    Keys,
+    ShardKeys,
+    bucket_ttl_s,
+)
 from .windows import (
     CACHE,
     DB,
@@ -99,6 +107,7 @@ class Scripts:
         self.admit = client.register_script(scripts.ADMIT)
         self.apply = client.register_script(scripts.APPLY)
         self.read_shard = client.register_script(scripts.READ_SHARD)
+        self.read_minutes = client.register_script(scripts.READ_MINUTES)
 
     @classmethod
     def of(cls, client: Client) -> Scripts:
@@ -215,8 +224,9 @@ def _acc_fields(acc: ApiAcc) -> list[Any]:
 
 
 def _records(delta: Delta, start: int) -> list[Any]:
-    """APPLY's arguments: per-bucket records, then the api records of buckets from ``start``
-    on summed per endpoint (the roll merges each endpoint's bins once per batch)."""
+    """APPLY's arguments: record counts, the totals' TTL, per-bucket records, then the api
+    records of buckets from ``start`` on summed per endpoint (the roll merges each endpoint's
+    bins once per batch)."""
     api: list[Any] = []
     summed: dict[str, ApiAcc] = {}
     for (bucket, endpoint), acc in delta.api.items():
@@ -240,7 +250,7 @@ def _records(delta: Delta, start: int) -> list[Any]:
         for kind, value in stats.items():
             sections += [bucket, f"{kind}:{name}", FIELD_TYPES[kind], _stat_value(kind, value)]
     counts = [len(delta.api), len(delta.pay), len(delta.counters), len(summed)]
-    return [*counts, *api, *pay, *counters, *roll, len(sections) // 4, *sections]
+    return [*counts, TOTALS_TTL_S, *api, *pay, *counters, *roll, len(sections) // 4, *sections]
 
 
 class Aggregator:
@@ -359,6 +369,7 @@ class Aggregator:
                 sk.roll,
                 sk.stats,
                 sk.batch_counts,
+                sk.totals,
             ],
             args=[
                 sk.base,
@@ -400,8 +411,9 @@ def read_window(client: Client, settings: Settings, now: float) -> WindowRead:
     unread = 0
     budget = PENDING_READ_MAX  # events left to fold in, over all shards
     read_shard = Scripts.of(client).read_shard
+    trimmed = 0
     for sk in keys.all_shards():
-        fast, hashes, claimed, raw, queued = read_shard(
+        fast, hashes, claimed, raw, queued, shard_trimmed = read_shard(
             keys=[sk.roll, sk.leases, sk.raw, sk.stats],
             args=[sk.base, start, end, real_bucket, _FAST_PATH_MAX_LAG, max(budget, 0)],
         )
@@ -411,21 +423,95 @@ def read_window(client: Client, settings: Settings, now: float) -> WindowRead:
         read = sum(element_count(e) for e in raw)
         budget -= read
         unread += max(0, int(queued) - read)  # counted, not folded in
+        trimmed += int(shard_trimmed)
         pending += claimed
         pending += raw
+    if end >= real_bucket and trimmed:  # trimmed now, counted in a bucket by the next APPLY
+        window.counters["trimmed"] = window.counters.get("trimmed", 0) + trimmed
+    admitted = _admitted(client, keys)
+    delta = _pending_delta(client, keys, pending, settings, now, start, admitted)
+    if delta is not None:
+        window.add_delta(delta, start, end)
+    pending_total = unread + sum(element_count(e) for e in pending)
+    return WindowRead(window, pending_total, unread, len(admitted["endpoints"]))
+
+
+@dataclass
+class MinutesRead:
+    """The minute buckets of a window: ``versions[(shard, bucket)]`` is each bucket's version
+    (``""``: none), ``hashes`` the buckets that changed since the versions the caller gave
+    (field -> value, as stored), and ``pending`` the raw events not aggregated yet, folded."""
+
+    start: int
+    end: int
+    versions: dict[tuple[int, int], str]
+    hashes: dict[tuple[int, int], dict[bytes, bytes]]
+    pending: Delta | None
+
+
+def read_minutes(
+    client: Client,
+    settings: Settings,
+    now: float,
+    known: Mapping[tuple[int, int], str] | None = None,
+) -> MinutesRead:
+    """The minute buckets of the window ending at ``now`` that changed since the ``known``
+    versions ((shard, bucket) -> version), with the raw events not aggregated yet (the newest
+    ``PENDING_READ_MAX`` of them). Each shard is read by one script, atomically."""
+    keys = Keys(settings.key_prefix, settings.shards)
+    start, end = window_start(now, settings.window_s), bucket_of(now)
+    known = known or {}
+    versions: dict[tuple[int, int], str] = {}
+    hashes: dict[tuple[int, int], dict[bytes, bytes]] = {}
+    pending: list[bytes] = []
+    budget = PENDING_READ_MAX
+    read = Scripts.of(client).read_minutes
+    for sk in keys.all_shards():
+        held = [known.get((sk.shard, b), "") for b in range(start, end + 1)]
+        shard_versions, shard_hashes, claimed, raw = read(
+            keys=[sk.leases, sk.raw], args=[sk.base, start, end, max(budget, 0), *held]
+        )
+        buckets = range(start, end + 1)
+        for bucket, version, flat in zip(buckets, shard_versions, shard_hashes, strict=True):
+            versions[sk.shard, bucket] = version.decode() if isinstance(version, bytes) else ""
+            if flat is not None:
+                hashes[sk.shard, bucket] = dict(zip(flat[0::2], flat[1::2], strict=True))
+        budget -= sum(element_count(e) for e in raw)
+        pending += claimed
+        pending += raw
+    delta = _pending_delta(client, keys, pending, settings, now, start)
+    return MinutesRead(start, end, versions, hashes, delta)
+
+
+def read_totals(client: Client, settings: Settings) -> dict[str, dict[str, int]]:
+    """Every request, error and payment failure aggregated so far (monotonic counters):
+    ``{"requests": {endpoint: n}, "errors": {endpoint: n}, "payment_failures": {reason: n}}``."""
+    keys = Keys(settings.key_prefix, settings.shards)
+    pipe = client.pipeline(transaction=False)
+    for sk in keys.all_shards():
+        pipe.hgetall(sk.totals)
+    out: dict[str, dict[str, int]] = {"requests": {}, "errors": {}, "payment_failures": {}}
+    section = {b"c": out["requests"], b"e": out["errors"], b"pc": out["payment_failures"]}
+    for fields in pipe.execute():
+        for raw_key, raw_value in fields.items():
+            kind, _, name = raw_key.partition(b":")
+            target = section.get(kind)
+            if target is not None and name:
+                text = name.decode("utf-8", "replace")
+                target[text] = target.get(text, 0) + int(raw_value)
+    return out
+
+
+def _admitted(client: Client, keys: Keys) -> dict[str, set[str]]:
+    """The admitted names of every capped group (endpoints, tasks, metrics, ...)."""
     groups = sorted({group for group, _ in _CAPS.values()})
     pipe = client.pipeline(transaction=False)
     for group in groups:
         pipe.smembers(keys.admitted(group))
-    pipe.smembers(keys.reasons)
-    *members, reasons_raw = pipe.execute()
-    admitted = {
-        group: {m.decode() for m in names} for group, names in zip(groups, members, strict=True)
+    return {
+        group: {m.decode() for m in names}
+        for group, names in zip(groups, pipe.execute(), strict=True)
     }
-    reasons = {m.decode() for m in reasons_raw}
-    _add_pending(window, pending, settings, now, start, end, admitted, reasons)
-    pending_total = unread + sum(element_count(e) for e in pending)
-    return WindowRead(window, pending_total, unread, len(admitted["endpoints"]))
 
 
 def _refused(names: set[str], admitted: set[str], cap: int) -> set[str]:
@@ -440,18 +526,22 @@ def _refused(names: set[str], admitted: set[str], cap: int) -> set[str]:
     return refused
 
 
-def _add_pending(
-    window: Window,
+def _pending_delta(
+    client: Client,
+    keys: Keys,
     entries: list[bytes],
     settings: Settings,
     now: float,
     start: int,
-    end: int,
-    admitted: dict[str, set[str]],
-    reasons: set[str],
-) -> None:
+    admitted: dict[str, set[str]] | None = None,
+) -> Delta | None:
+    """Raw events not aggregated yet, folded as an aggregator would (caps included);
+    ``admitted``: the names each capped group admitted (read here when not given)."""
     if not entries:
-        return
+        return None
+    if admitted is None:
+        admitted = _admitted(client, keys)
+    reasons = {m.decode() for m in client.smembers(keys.reasons)}
     # Clamp future stamps to the real clock, not to a past ``now``, so that events after a
     # past window's end stay outside it.
     fold_now = max(now, time.time())
@@ -471,7 +561,7 @@ def _add_pending(
         delta, refused, _refused({r for _, r in delta.pay}, reasons, settings.max_reasons), fold_now
     )
     delta.counters.pop((bucket_of(fold_now), "too_old"), None)
-    window.add_delta(delta, start, end)
+    return delta
 
 
 def record_heartbeat(client: Client, settings: Settings, who: str, now: float) -> None:

@@ -10,6 +10,8 @@ touches one Cluster slot, and every key has a TTL::
     P{alerts}:entries            hash    entry id ("firing:<key>" | "resolved:<key>") -> JSON
     P{alerts}:silences           hash    pattern -> JSON {pattern, reason, until, created}
     P{alerts}:pace               string  the Slack rate slot (SET NX PX)
+    P{alerts}:deliveries         list    the newest delivery outcomes (JSON), newest first
+    P{alerts}:delivery_totals    hash    outcome -> deliveries ever; _:last_error -> JSON
 
 An *episode* is one stretch of firing; a "resolved" message is owed for an episode only once a
 "firing" message of that same episode was answered 2xx. A claim is refused while anything for
@@ -157,6 +159,19 @@ redis.call('ZADD', KEYS[1], ARGV[3], ARGV[1])
 return 1
 """
 
+# Record one delivery outcome: the newest ARGV[3] records (newest first), a counter per
+# outcome and the last Slack error, in one step so the list and the counters agree.
+# KEYS: deliveries list, delivery totals hash. ARGV: record JSON, outcome, kept, n, error
+# JSON ('' = none), ttl.
+RECORD_DELIVERY = """
+redis.call('LPUSH', KEYS[1], ARGV[1])
+redis.call('LTRIM', KEYS[1], 0, tonumber(ARGV[3]) - 1)
+redis.call('HINCRBY', KEYS[2], ARGV[2], ARGV[4])
+if ARGV[5] ~= '' then redis.call('HSET', KEYS[2], '_:last_error', ARGV[5]) end
+redis.call('EXPIRE', KEYS[1], ARGV[6])
+redis.call('EXPIRE', KEYS[2], ARGV[6])
+"""
+
 # Add a silence; the hash lives as long as its longest silence.
 SILENCE = """
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
@@ -196,6 +211,14 @@ class AlertKeys:
     @property
     def pace(self) -> str:
         return self.base + "pace"
+
+    @property
+    def deliveries(self) -> str:
+        return self.base + "deliveries"
+
+    @property
+    def delivery_totals(self) -> str:
+        return self.base + "delivery_totals"
 
 
 @dataclass(frozen=True)
@@ -394,8 +417,66 @@ def hold_pace(client: redis.Redis, settings: Settings, *, seconds: float) -> Non
         client.pexpire(key, ms, gt=True)
 
 
+# ---- delivery records ---------------------------------------------------------------------
+
+DELIVERY_OUTCOMES = ("sent", "retrying", "dropped")
+DELIVERIES_KEPT = 100
+DELIVERY_RECORD_TTL_S = 30 * 24 * 3600
+
+
+def record_delivery(
+    client: Client, settings: Settings, entry: Entry, outcome: str, *, now: float, error: str = ""
+) -> Any:
+    """Record what became of one outbox entry: ``sent``, ``retrying`` or ``dropped`` (with
+    Slack's error string or the reason, when there is one)."""
+    if outcome not in DELIVERY_OUTCOMES:
+        raise ValueError(f"outcome: one of {', '.join(DELIVERY_OUTCOMES)} (got {outcome!r})")
+    ak = AlertKeys.of(settings)
+    record = {
+        "t": now,
+        "key": entry.key,
+        "kind": entry.kind,
+        "outcome": outcome,
+        "error": error or None,
+        "attempts": entry.attempts,
+    }
+    last_error = json.dumps({"t": now, "key": entry.key, "error": error}) if error else ""
+    args = [json.dumps(record), outcome, DELIVERIES_KEPT, 1, last_error, DELIVERY_RECORD_TTL_S]
+    keys = [ak.deliveries, ak.delivery_totals]
+    return _script(client, RECORD_DELIVERY)(keys=keys, args=args, client=client)
+
+
+def delivery_history(client: redis.Redis, settings: Settings) -> dict[str, Any]:
+    """``{"recent": [newest first], "totals": {outcome: n}, "last_error": {t, key, error}}``
+    (``last_error`` None when Slack never failed)."""
+    ak = AlertKeys.of(settings)
+    pipe = client.pipeline(transaction=False)
+    pipe.lrange(ak.deliveries, 0, DELIVERIES_KEPT - 1)
+    pipe.hgetall(ak.delivery_totals)
+    recent, totals = pipe.execute()
+    fields = {as_text(k): as_text(v) for k, v in totals.items()}
+    last_error = fields.pop("_:last_error", None)
+    return {
+        "recent": [json.loads(r) for r in recent],
+        "totals": {o: int(fields.get(o, 0)) for o in DELIVERY_OUTCOMES},
+        "last_error": json.loads(last_error) if last_error else None,
+    }
+
+
+def oldest_undelivered(client: redis.Redis, settings: Settings) -> dict[str, Any] | None:
+    """The oldest entry waiting in the outbox: ``{key, kind, created, attempts}``, or None."""
+    rows = client.hvals(AlertKeys.of(settings).entries)
+    entries = [Entry.loads(r) for r in rows]
+    if not entries:
+        return None
+    e = min(entries, key=lambda e: e.created)
+    return {"key": e.key, "kind": e.kind, "created": e.created, "attempts": e.attempts}
+
+
 # ---- silences -------------------------------------------------------------------------------
 
+SILENCE_TEXT_MAX = 500  # characters of a silence's pattern and of its reason
+MAX_SILENCE_S = 365 * 86400
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
 _UNIT_S = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
 
@@ -404,9 +485,11 @@ def parse_duration(text: str) -> float:
     """Seconds in ``"30s"``, ``"15m"``, ``"2h"`` or ``"1d"`` (a bare number is seconds)."""
     match = _DURATION.match(text) if isinstance(text, str) else None
     seconds = float(match.group(1)) * _UNIT_S[match.group(2)] if match else 0.0
-    if not seconds > 0:
+    if not 0 < seconds <= MAX_SILENCE_S:
+        shown = text[:60] if isinstance(text, str) else text
         raise ValueError(
-            f"duration: expected a number and a unit s, m, h or d (30s, 15m, 2h, 1d), got {text!r}"
+            "duration: expected a number and a unit s, m, h or d (30s, 15m, 2h, 1d; at most "
+            f"365d), got {shown!r}"
         )
     return seconds
 
@@ -425,15 +508,30 @@ def add_silence(
     duration_s: float,
     reason: str = "",
     now: float | None = None,
+    *,
+    created_by: str = "",
 ) -> dict[str, Any]:
-    """Silence ``pattern`` for ``duration_s`` seconds from ``now``; returns the silence."""
+    """Silence ``pattern`` for ``duration_s`` seconds from ``now``; returns the silence.
+
+    ``created_by`` says who made it (``cli``, a web token's name, or ``local``)."""
     pattern = pattern.strip() if isinstance(pattern, str) else ""
-    if not pattern or "*" in pattern[:-1]:
-        raise ValueError(f"pattern: an alert key or a prefix ending in '*' (got {pattern!r})")
+    if not pattern or "*" in pattern[:-1] or len(pattern) > SILENCE_TEXT_MAX:
+        raise ValueError(
+            f"pattern: an alert key or a prefix ending in '*', at most {SILENCE_TEXT_MAX} "
+            f"characters (got {pattern[:60]!r})"
+        )
     if not (isinstance(duration_s, int | float) and math.isfinite(duration_s) and duration_s > 0):
         raise ValueError(f"duration_s: must be a number of seconds > 0 (got {duration_s!r})")
+    if not isinstance(reason, str) or len(reason) > SILENCE_TEXT_MAX:
+        raise ValueError(f"reason: text of at most {SILENCE_TEXT_MAX} characters")
     now = _now(now)
-    silence = {"pattern": pattern, "reason": reason, "until": now + duration_s, "created": now}
+    silence = {
+        "pattern": pattern,
+        "reason": reason,
+        "until": now + duration_s,
+        "created": now,
+        "created_by": created_by,
+    }
     ms = math.ceil(duration_s * 1000)
     keys = [AlertKeys.of(settings).silences]
     _script(client, SILENCE)(keys=keys, args=[pattern, json.dumps(silence), ms])

@@ -190,6 +190,18 @@ class ApiAcc:
     at_or_below: int = 0
     bins: Counter[int] = field(default_factory=Counter)  # update() counts at C speed
 
+    def stats(self) -> dict[str, Any]:
+        """The summary's statistics of these requests (``count`` must be > 0)."""
+        bins = {i: n for i, n in self.bins.items() if n > 0}
+        return {
+            "total_requests": self.count,
+            "error_count": self.errors,
+            "error_rate": 100.0 * self.errors / self.count,
+            "avg_response_time": self.sum_s / self.count,
+            "p95_response_time": quantile(bins, 0.95),
+            "at_or_below_threshold": self.at_or_below,
+        }
+
     def merge(self, other: ApiAcc) -> None:
         self.count += other.count
         self.errors += other.errors
@@ -699,8 +711,9 @@ _EVENT_FOLDERS: dict[str, tuple[Callable[[bytes], Any], Callable[..., None]]] = 
 def cap_names(
     delta: Delta, refused_endpoints: set[str], refused_reasons: set[str], now: float
 ) -> None:
-    """Fold refused names (over the cardinality caps) into ``__other__``, counting the events."""
-    folded = 0
+    """Fold refused names (over the cardinality caps) into ``__other__``, counting the events:
+    API requests as ``folded``, payment failures as ``reasons_folded``."""
+    folded = reasons_folded = 0
     if refused_endpoints:
         for key in [k for k in delta.api if k[1] in refused_endpoints]:
             acc = delta.api.pop(key)
@@ -709,12 +722,14 @@ def cap_names(
     if refused_reasons:
         for key in [k for k in delta.pay if k[1] in refused_reasons]:
             pay = delta.pay.pop(key)
-            folded += pay.count
+            reasons_folded += pay.count
             total = delta.pay.setdefault((key[0], OTHER), PayAcc())
             total.count += pay.count
             total.amount += pay.amount
     if folded:
         delta.count(bucket_of(now), "folded", folded)
+    if reasons_folded:
+        delta.count(bucket_of(now), "reasons_folded", reasons_folded)
 
 
 def cap_sections(delta: Delta, refused: Mapping[str, set[str]], now: float) -> None:
@@ -747,11 +762,12 @@ class Window:
 
     def add_fields(self, fields: Mapping[bytes, bytes], sign: int = 1) -> None:
         """Add (or subtract) a bucket or roll hash as stored by the store's scripts."""
+        api, names = self.api, _NameCache()
         for raw_key, raw_value in fields.items():
             kind, _, name_b = raw_key.partition(b":")
             if not name_b or kind == b"_":
                 continue
-            name = name_b.decode("utf-8", "replace")
+            name = names[name_b]
             t = FIELD_TYPES.get(kind.decode("ascii", "replace"))
             if t is not None:
                 k = kind.decode()
@@ -766,13 +782,17 @@ class Window:
             elif kind == b"x":
                 self.counters[name] = self.counters.get(name, 0) + sign * int(raw_value)
             elif kind in (b"pc", b"pa"):
-                pay = self.pay.setdefault(name, PayAcc())
+                pay = self.pay.get(name)
+                if pay is None:
+                    pay = self.pay[name] = PayAcc()
                 if kind == b"pc":
                     pay.count += sign * int(raw_value)
                 else:
                     pay.amount += sign * float(raw_value)
             else:
-                acc = self.api.setdefault(name, ApiAcc())
+                acc = api.get(name)
+                if acc is None:
+                    acc = api[name] = ApiAcc()
                 if kind == b"c":
                     acc.count += sign * int(raw_value)
                 elif kind == b"e":
@@ -806,21 +826,12 @@ class Window:
         queries = self.section(QUERIES)
         for endpoint in sorted(self.api):
             acc = self.api[endpoint]
-            if acc.count <= 0:
-                continue
-            bins = {i: n for i, n in acc.bins.items() if n > 0}
-            section[endpoint] = {
-                "total_requests": acc.count,
-                "error_count": acc.errors,
-                "error_rate": 100.0 * acc.errors / acc.count,
-                "avg_response_time": acc.sum_s / acc.count,
-                "p95_response_time": quantile(bins, 0.95),
-                "at_or_below_threshold": acc.at_or_below,
-            }
-            q = queries.get(endpoint)
-            if q is not None:
-                section[endpoint]["avg_queries"] = q.get("qs", 0) / q[QUERIES]
-                section[endpoint]["p95_queries"] = _p95(q, "qh")
+            if acc.count > 0:
+                section[endpoint] = acc.stats()
+                q = queries.get(endpoint)
+                if q is not None:
+                    section[endpoint]["avg_queries"] = q.get("qs", 0) / q[QUERIES]
+                    section[endpoint]["p95_queries"] = _p95(q, "qh")
         return section
 
     def tasks_section(self) -> dict[str, dict[str, Any]]:
@@ -931,6 +942,7 @@ class Window:
             "pending_unread": pending_unread,
             "dropped_events": self.dropped(),
             "endpoints_folded": self.counters.get("folded", 0),
+            "reasons_folded": self.counters.get("reasons_folded", 0),
         }
 
     def dropped(self) -> dict[str, int]:
@@ -950,6 +962,14 @@ def _avg(stats: Stats, total: str, count: str) -> float | None:
 
 def _p95(stats: Stats, bins_kind: str) -> float | None:
     return quantile({i: n for i, n in stats.get(bins_kind, {}).items() if n > 0}, 0.95)
+
+
+class _NameCache(dict[bytes, str]):
+    """Field names decoded once per hash (each endpoint has five fields)."""
+
+    def __missing__(self, raw: bytes) -> str:
+        name = self[raw] = raw.decode("utf-8", "replace")
+        return name
 
 
 def _plain_number(value: float) -> float | int:

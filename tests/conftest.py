@@ -11,6 +11,7 @@ import os
 import socket
 import uuid
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import redis
@@ -94,3 +95,23 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def seeded(redis_url: str) -> Iterator[tuple[Settings, dict[str, Any]]]:
+    """Settings with a private prefix for one module, and the summary of the real traffic
+    tracked there (see ``web_server.seed_traffic``)."""
+    from .web_server import module_settings, seed_traffic
+
+    with module_settings(redis_url) as settings:
+        yield settings, seed_traffic(settings)
+
+
+@pytest.fixture(scope="module")
+def web(seeded: tuple[Settings, dict[str, Any]]) -> Iterator[Any]:
+    """A real ``monitor-worker web`` process on ``seeded``'s store, without a snapshot
+    cache (so a test sees what it just changed)."""
+    from .web_server import WebServer, env_for
+
+    with WebServer(env_for(seeded[0], MONITOR_WEB_CACHE_SECONDS="0")) as running:
+        yield running

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import subprocess
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 from monitor_worker.windows import Window
@@ -41,3 +43,14 @@ def endpoint_stats(
 def summary(now: float, **parts: Any) -> dict[str, Any]:
     """An empty window's summary ending at ``now``, with ``parts`` replacing its sections."""
     return Window().summary(now, 3600) | parts
+
+
+def self_signed(common_name: str, cert: Path, key: Path) -> None:
+    """A throw-away self-signed CA certificate for ``common_name`` (an IP gets a SAN too)."""
+    san = ["-addext", f"subjectAltName=IP:{common_name}"] if common_name[0].isdigit() else []
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+         "-subj", f"/CN={common_name}", *san, "-addext", "basicConstraints=critical,CA:TRUE",
+         "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True, timeout=60,
+    )  # fmt: skip

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 
+from monitor_worker import queues
 from monitor_worker.config import Settings
 from monitor_worker.monitor import MetricsMonitor
 from monitor_worker.store import record_heartbeat
@@ -25,7 +26,7 @@ def test_check_celery_queue_records_evaluates_and_delivers(settings: Settings) -
     ]
     assert _keys(reports[0], "fired") == []
     assert _keys(reports[3], "fired") == ["celery_queue:emails", "celery_queue_growing:emails"]
-    summary = monitor.get_metrics_summary(extra_queues=("emails",))
+    summary = monitor.get_metrics_summary()
     emails = summary["celery"]["emails"]
     assert emails["length"] == 130 and emails["growing"] is True
     assert emails["growth_per_minute"] > 0
@@ -74,3 +75,35 @@ def test_health_needs_both_heartbeats(settings: Settings) -> None:
     report = checks.health(monitor, now)
     assert report["healthy"] is True and report["pending_events"] == 0
     assert checks.health(monitor, now + 3600)["healthy"] is False  # stale heartbeats
+
+
+def test_a_measured_queue_is_in_every_summary_like_a_configured_one(settings: Settings) -> None:
+    configured = settings.with_overrides(queues=("celery",))
+    job = MetricsMonitor(settings=configured)
+    t0 = time.time()
+    for i, n in enumerate((5, 9)):
+        job.check_celery_queue("emails", n, now=t0 - 60 + 30 * i)
+        job.check_celery_queue("celery", n, now=t0 - 60 + 30 * i)
+    job.close()
+    reader = MetricsMonitor(settings=configured)  # another process: nothing in memory
+    celery = reader.get_metrics_summary()["celery"]
+    assert set(celery) == {"celery", "emails"}
+    assert celery["emails"]["length"] == 9 and set(celery["emails"]) == set(celery["celery"])
+    # gone once its samples are no longer kept
+    later = reader.get_metrics_summary(now=t0 + queues.SAMPLES_TTL_S + 1)["celery"]
+    assert "emails" not in later
+    reader.close()
+
+
+def test_measured_queue_names_are_capped(settings: Settings) -> None:
+    monitor = MetricsMonitor(settings=settings.with_overrides(queues=("celery",), max_queues=2))
+    now = time.time()
+    for name in ("q1", "q2"):
+        assert monitor.check_celery_queue(name, 1, now=now)["errors"] == []
+    refused = monitor.check_celery_queue("q3", 500, now=now)
+    assert [e["key"] for e in refused["errors"]] == ["celery_queue:q3"]
+    assert "MONITOR_MAX_QUEUES" in refused["errors"][0]["error"]
+    assert "celery_queue:q3" not in _keys(refused, "fired")
+    assert monitor.check_celery_queue("q1", 2, now=now)["errors"] == []  # known names go on
+    assert set(monitor.get_metrics_summary()["celery"]) == {"q1", "q2"}
+    monitor.close()

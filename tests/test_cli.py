@@ -101,6 +101,7 @@ def test_silence_round_trip(settings: Settings) -> None:
     assert out.returncode == 0, out.stderr
     listed = json.loads(run(env, "silences", "--json").stdout)
     assert [s["pattern"] for s in listed] == ["error_rate:/api/admin/*"]
+    assert listed[0]["created_by"] == "cli"
     assert run(env, "unsilence", "error_rate:/api/admin/*").returncode == 0
     assert json.loads(run(env, "silences", "--json").stdout) == []
     bad = run(env, "silence", "x", "--for", "soon")

@@ -108,13 +108,18 @@ def test_cluster_needs_its_own_broker_and_database_0(env: dict[str, str], name: 
 
 
 # values a generic rule can't invent: each must pass the variable's own check
-_SAMPLES = {
+_SAMPLES: dict[str, str | tuple[str, object]] = {
     "MONITOR_REDIS_URL": "redis://127.0.0.1:6390/3",
     "CELERY_BROKER_URL": "amqp://guest:guest@127.0.0.1:5672//",
     "MONITOR_QUEUES_BROKER_URL": "redis://127.0.0.1:6390/4",
     "SLACK_WEBHOOK_URL": "https://hooks.slack.com/services/T0/B0/x",
     "MONITOR_FLUSH_MODE": "inline",
     "MONITOR_ENDPOINT_STYLE": "method_route",
+    "MONITOR_WEB_TOKENS": (
+        "alice=0123456789abcdef, bob=fedcba9876543210",
+        ("alice=0123456789abcdef", "bob=fedcba9876543210"),
+    ),
+    "MONITOR_METRICS_TOKEN": "scrape-0123456789abcdef",
 }
 # MONITOR_REDIS_CLUSTER needs a broker of its own: test_cluster_needs_its_own_broker_...
 _ALONE = sorted((n, v) for n, v in _ENV_OF_FIELD.items() if v != "MONITOR_REDIS_CLUSTER")
@@ -134,9 +139,11 @@ def test_readme_documents_every_variable_read() -> None:
 @pytest.mark.parametrize(("name", "variable"), _ALONE)
 def test_each_variable_sets_its_field(name: str, variable: str) -> None:
     built_in = getattr(Settings(), name)
-    raw = _SAMPLES.get(variable)
-    if raw is not None:
-        want: object = raw
+    sample = _SAMPLES.get(variable)
+    if isinstance(sample, tuple):
+        raw, want = sample
+    elif sample is not None:
+        raw, want = sample, sample
     elif isinstance(built_in, bool):
         raw, want = ("0", False) if built_in else ("1", True)
     elif isinstance(built_in, int | float):

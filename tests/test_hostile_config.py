@@ -42,6 +42,8 @@ BAD_TEXT = {
     "MONITOR_QUEUES": [",", " , , "],
     "MONITOR_ENDPOINT_STYLE": ["path", "Route", "method"],
     "MONITOR_EXCLUDE_PATHS": ["health*", "/metrics,static/*"],
+    "MONITOR_WEB_TOKENS": ["alice", "alice=short", "=0123456789abcdef", "a b=0123456789abcdef"],
+    "MONITOR_METRICS_TOKEN": ["short", "0123456789 abcdef"],
 }
 # Free text: every value is acceptable.
 FREE_TEXT = {
@@ -49,6 +51,7 @@ FREE_TEXT = {
     "MONITOR_SERVICE_NAME",
     "MONITOR_ENVIRONMENT",
     "MONITOR_ENDPOINTS",
+    "MONITOR_WEB_ALLOWED_HOSTS",
     "MONITOR_RULES_FILE",  # a path; the file itself is checked by the worker and the CLI
 }
 # Values the type accepts but the field cannot hold; -1 is out of range for every number read.
@@ -57,6 +60,7 @@ OUT_OF_RANGE = {
     "MONITOR_ERROR_STATUS_MIN": ["99", "600"],
     "MONITOR_WINDOW_SECONDS": ["59", str(10**20)],
     "MONITOR_AGGREGATE_BATCH": [str(2**63)],
+    "MONITOR_WEB_CACHE_SECONDS": ["3601"],
     "MONITOR_CACHE_HIT_RATE_MIN": ["100.5"],
 }
 

@@ -65,7 +65,9 @@ def _key_problems(keys: set[bytes], prefix: str) -> list[str]:
     """Keys outside the prefix, of an unknown shape, or off the slot of their hash tag."""
     p = re.escape(prefix).encode()
     shapes = [
-        re.compile(p + rb"\{(s\d+)\}:(raw|leases|roll|stats|m:\d+|(batch|push):[0-9a-f]{32})\Z"),
+        re.compile(
+            p + rb"\{(s\d+)\}:(raw|leases|roll|stats|totals|m:\d+|(batch|push):[0-9a-f]{32})\Z"
+        ),
         re.compile(p + rb"\{(meta)\}:(endpoints|reasons|heartbeat:(worker|beat))\Z"),
     ]
     problems = []

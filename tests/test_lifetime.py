@@ -15,6 +15,7 @@ import pytest
 
 from monitor_worker.lifetime import die_with_parent
 
+from .conftest import free_port
 from .helpers import wait_for
 
 pytestmark = pytest.mark.skipif(
@@ -73,7 +74,7 @@ def start(tmp_path: Path) -> Iterator[object]:
         env.pop("SLACK_WEBHOOK_URL", None)
         env["XDG_DATA_HOME"] = str(tmp_path)
         proc = subprocess.Popen(
-            [sys.executable, "-m", "monitor_worker.cli", *args],
+            [sys.executable, "-m", "monitor_worker.cli", *args, "--web-port", str(free_port())],
             env=env,
             cwd=tmp_path,
             stdout=subprocess.DEVNULL,
@@ -81,8 +82,8 @@ def start(tmp_path: Path) -> Iterator[object]:
         )
         tree: set[int] = set()
         procs.append((proc, tree))
-        # The embedded server, the worker's pool child and its embedded beat (and, for the
-        # demo, the worker process itself) are all up.
+        # The embedded server, the dashboard, the worker's pool child and its embedded beat
+        # (and, for the demo, the worker process itself) are all up.
         tree |= wait_for(lambda: _at_least(descendants(proc.pid), children), 60)
         return proc, tree
 
@@ -97,9 +98,9 @@ def start(tmp_path: Path) -> Iterator[object]:
 @pytest.mark.parametrize(
     ("command", "children", "sig"),
     [
-        (("demo",), 4, signal.SIGTERM),
-        (("demo",), 4, signal.SIGKILL),
-        (("run", "--concurrency", "1"), 3, signal.SIGKILL),
+        (("demo",), 5, signal.SIGTERM),
+        (("demo",), 5, signal.SIGKILL),
+        (("run", "--concurrency", "1"), 4, signal.SIGKILL),
     ],
     ids=["demo-sigterm", "demo-sigkill", "run-sigkill"],
 )

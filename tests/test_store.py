@@ -22,6 +22,7 @@ from monitor_worker.store import (
     connect,
     pending_count,
     push_batches,
+    read_totals,
     read_window,
 )
 from monitor_worker.windows import bucket_of, window_start
@@ -377,4 +378,60 @@ def test_rolling_upgrade_reads_the_previous_versions_elements(settings: Settings
     _assert_matches(after, ref)
     assert after["pending_events"] == 0
     assert not any(after["dropped_events"].values())
+
+
+def test_trimmed_events_show_in_the_summary_at_once(settings: Settings) -> None:
+    """With aggregation stopped, what the raw-list cap trims is counted before any aggregator
+    runs, and counted once after it does."""
+    capped = settings.with_overrides(raw_max=1_000, flush_batch=100)
+    monitor = MetricsMonitor(settings=capped)
+    for _ in range(5):  # 10,000 events on one endpoint in 5 flushes of 2,000
+        for _ in range(2_000):
+            monitor.track_api_request("/trimmed/", 0.1, 200)
+        assert monitor.flush(10)
+    before = monitor.get_metrics_summary()
+    assert before["api"]["/trimmed/"]["total_requests"] == 1_000
+    assert before["dropped_events"]["raw_trimmed"] == 9_000
+    monitor.aggregate()
+    after = monitor.get_metrics_summary()
+    assert after["api"]["/trimmed/"]["total_requests"] == 1_000
+    assert after["dropped_events"]["raw_trimmed"] == 9_000
+    monitor.close()
+
+
+def test_folded_reasons_are_counted_apart_from_folded_endpoints(settings: Settings) -> None:
+    capped = settings.with_overrides(max_reasons=2, max_endpoints=3)
+    monitor = MetricsMonitor(settings=capped)
+    for i in range(5):
+        for _ in range(3):
+            monitor.track_payment_failure(f"reason {i}", 10)
+            monitor.track_api_request(f"/folded/{i}/", 0.1, 200)
+    assert monitor.flush(10)
+    pending = monitor.get_metrics_summary()  # folded on the fly, as an aggregator would
+    monitor.aggregate()
+    aggregated = monitor.get_metrics_summary()
+    for summary in (pending, aggregated):
+        assert summary["endpoints_folded"] == 2 * 3
+        assert summary["reasons_folded"] == 3 * 3
+        assert summary["payments"]["by_reason"]["__other__"] == 3 * 3
+    monitor.close()
+
+
+def test_totals_count_every_applied_event_once(settings: Settings) -> None:
+    """The /metrics counters: kept with the buckets, never lowered as the window slides."""
+    monitor = MetricsMonitor(settings=settings)
+    old = time.time() - 2 * settings.window_s + 600  # outside the window, inside bucket TTL
+    for i in range(10):
+        monitor.track_api_request("/totals/", 0.1, 500 if i < 4 else 200)
+        monitor.track_api_request("/totals/", 0.1, 200, timestamp=old)
+    monitor.track_payment_failure("Card declined", 10)
+    assert monitor.flush(10)
+    client = connect(settings)
+    assert read_totals(client, settings) == {"requests": {}, "errors": {}, "payment_failures": {}}
+    monitor.aggregate()
+    monitor.aggregate()  # applying again counts nothing
+    totals = read_totals(client, settings)
+    assert totals["requests"] == {"/totals/": 20} and totals["errors"] == {"/totals/": 4}
+    assert totals["payment_failures"] == {"Card declined": 1}
+    assert monitor.get_metrics_summary()["api"]["/totals/"]["total_requests"] == 10
     monitor.close()

@@ -132,12 +132,15 @@ def test_resolved_entry_waits_for_its_firing_entry(
 
 
 def test_silences_add_list_expire_remove(rclient: redis.Redis, settings: Settings) -> None:
-    added = throttle.add_silence(rclient, settings, "error_rate:/api/admin/*", 60, "deploy", T0)
+    added = throttle.add_silence(
+        rclient, settings, "error_rate:/api/admin/*", 60, "deploy", T0, created_by="alice"
+    )
     assert added == {
         "pattern": "error_rate:/api/admin/*",
         "reason": "deploy",
         "until": T0 + 60,
         "created": T0,
+        "created_by": "alice",
     }
     throttle.add_silence(rclient, settings, "payment_failures", 3600, "", T0)
     listed = throttle.list_silences(rclient, settings, T0 + 30)

@@ -18,6 +18,7 @@ from monitor_worker.monitor import MetricsMonitor
 from monitor_worker.queues import inspect_queues
 
 from .conftest import free_port
+from .helpers import self_signed as _self_signed
 from .helpers import wait_for
 
 PASSWORD = "tls-test-password"
@@ -78,17 +79,6 @@ def tls_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[int, 
     finally:
         proc.terminate()
         proc.wait(10)
-
-
-def _self_signed(common_name: str, cert: Path, key: Path) -> None:
-    """A throw-away self-signed certificate for ``common_name`` (an IP gets a SAN too)."""
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-         "-subj", f"/CN={common_name}", "-addext", f"subjectAltName=IP:{common_name}"
-         if common_name[0].isdigit() else "basicConstraints=CA:TRUE",
-         "-keyout", str(key), "-out", str(cert)],
-        check=True, capture_output=True, timeout=60,
-    )  # fmt: skip
 
 
 def _url(port: int, cert: Path) -> str:

@@ -28,6 +28,8 @@ def test_import_opens_nothing_and_skips_celery() -> None:
         "from monitor_worker import metrics_monitor, track_api_request, flush\n"
         "assert 'celery' not in sys.modules, 'celery imported'\n"
         "assert 'kombu' not in sys.modules, 'kombu imported'\n"
+        "assert 'monitor_worker.web' not in sys.modules, 'the web server imported'\n"
+        "assert 'starlette' not in sys.modules and 'uvicorn' not in sys.modules\n"
         "assert threading.active_count() == 1, 'thread started'\n"
         "assert not opened, opened\n"
         "print('ok')\n"

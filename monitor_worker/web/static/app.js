@@ -1,0 +1,408 @@
+// The dashboard page: reads /api/v1 every 10 s and draws each section.
+// Every value from the store is written with textContent or setAttribute, never as HTML.
+// A section is one render function keyed by its element id; a new kind of metric adds one.
+"use strict";
+
+const REFRESH_MS = 10000;
+const SVG = "http://www.w3.org/2000/svg";
+const state = {
+  csrf: "",
+  thresholds: {},
+  sortKey: "total_requests",
+  sortDir: -1,
+  rows: new Map(), // endpoint -> <tr>
+  window: null, // {start, end} in unix seconds
+};
+
+function el(tag, className, text) {
+  const node = document.createElement(tag);
+  if (className) node.className = className;
+  if (text !== undefined && text !== null) node.textContent = String(text);
+  return node;
+}
+
+function fmt(value, digits) {
+  if (value === null || value === undefined) return "–";
+  return Number(value).toFixed(digits);
+}
+
+function when(ts) {
+  if (!ts) return "never";
+  return new Date(ts * 1000).toLocaleString();
+}
+
+function ago(seconds) {
+  if (seconds === null || seconds === undefined) return "never";
+  if (seconds < 90) return `${Math.round(seconds)} s ago`;
+  if (seconds < 5400) return `${Math.round(seconds / 60)} min ago`;
+  return `${(seconds / 3600).toFixed(1)} h ago`;
+}
+
+function duration(seconds) {
+  if (seconds === null || seconds === undefined) return "–";
+  if (seconds < 90) return `${Math.round(seconds)} s`;
+  if (seconds < 5400) return `${Math.round(seconds / 60)} min`;
+  return `${(seconds / 3600).toFixed(1)} h`;
+}
+
+class HttpError extends Error {
+  constructor(status, body) {
+    super((body && body.error) || `HTTP ${status}`);
+    this.status = status;
+    this.body = body;
+  }
+}
+
+async function api(path, options = {}) {
+  const headers = { Accept: "application/json", ...(options.headers || {}) };
+  if (options.method && options.method !== "GET") headers["X-CSRF-Token"] = state.csrf;
+  const response = await fetch(path, { credentials: "same-origin", ...options, headers });
+  if (response.status === 401) {
+    location.assign("/login");
+    throw new HttpError(401, null);
+  }
+  const body = await response.json().catch(() => null);
+  if (!response.ok) throw new HttpError(response.status, body);
+  return body;
+}
+
+function setStatus(text, isError) {
+  const status = document.getElementById("status");
+  status.textContent = text;
+  status.classList.toggle("error", Boolean(isError));
+}
+
+function showEmpty(section, empty) {
+  const note = section.querySelector(".empty");
+  if (note) note.hidden = !empty;
+}
+
+// -- sparklines (SVG drawn here: no library, nothing to vendor, nothing for the CSP to allow)
+
+function sparkline(points, key, className) {
+  const svg = document.createElementNS(SVG, "svg");
+  svg.setAttribute("class", className ? `spark ${className}` : "spark");
+  svg.setAttribute("viewBox", "0 0 100 20");
+  svg.setAttribute("preserveAspectRatio", "none");
+  svg.setAttribute("role", "img");
+  drawSpark(svg, points, key);
+  return svg;
+}
+
+function drawSpark(svg, points, key) {
+  const win = state.window;
+  const line = svg.firstChild || svg.appendChild(document.createElementNS(SVG, "polyline"));
+  if (!win || !points || !points.length) {
+    line.setAttribute("points", "");
+    return;
+  }
+  const span = Math.max(60, win.end - win.start);
+  const byMinute = new Map(points.map((p) => [p.t, p[key]]));
+  const max = Math.max(1, ...points.map((p) => p[key] || 0));
+  const coords = [];
+  for (let t = win.start; t <= win.end; t += 60) {
+    const x = ((t - win.start) / span) * 100;
+    const y = 19 - ((byMinute.get(t) || 0) / max) * 18;
+    coords.push(`${x.toFixed(1)},${y.toFixed(1)}`);
+  }
+  line.setAttribute("points", coords.join(" "));
+}
+
+// -- sections
+
+// the section with this id and its list, emptied
+function emptiedList(id) {
+  const section = document.getElementById(id);
+  const list = section.querySelector(".items");
+  list.replaceChildren();
+  return [section, list];
+}
+
+function renderAlerts(alerts) {
+  const [section, list] = emptiedList("alerts");
+  for (const alert of alerts.firing) {
+    const item = el("li");
+    item.dataset.key = alert.key;
+    item.append(el("div", "name", alert.key));
+    const parts = [`since ${when(alert.since)}`, `last delivery ${when(alert.last_sent)}`];
+    if (alert.throttled_until) parts.push(`next reminder after ${when(alert.throttled_until)}`);
+    if (alert.silenced) parts.push(`silenced by ${alert.silenced}`);
+    if (alert.last_value !== null) parts.push(`value ${fmt(alert.last_value, 3)}`);
+    item.append(el("div", "meta", parts.join(" · ")));
+    list.append(item);
+  }
+  showEmpty(section, alerts.firing.length === 0);
+}
+
+function isOver(stats) {
+  const t = state.thresholds;
+  return (
+    stats.error_rate > t.error_rate ||
+    (stats.p95_response_time !== null && stats.p95_response_time > t.p95_response_time)
+  );
+}
+
+function endpointRow(endpoint) {
+  const row = el("tr");
+  row.setAttribute("data-endpoint", endpoint);
+  row.append(
+    el("td", "name", endpoint),
+    el("td", "num"),
+    el("td", "num"),
+    el("td", "num wide"),
+    el("td", "num"),
+  );
+  const cell = el("td", "spark-cell");
+  cell.append(sparkline([], "requests"));
+  row.append(cell);
+  return row;
+}
+
+function renderEndpoints(summary, series) {
+  const tbody = document.querySelector("#endpoints tbody");
+  const seen = new Set();
+  for (const [endpoint, stats] of Object.entries(summary.api)) {
+    seen.add(endpoint);
+    let row = state.rows.get(endpoint);
+    if (!row) {
+      row = endpointRow(endpoint);
+      state.rows.set(endpoint, row);
+    }
+    row.stats = stats;
+    const cells = row.cells;
+    cells[1].textContent = stats.total_requests.toLocaleString();
+    cells[2].textContent = fmt(stats.error_rate, 2);
+    cells[3].textContent = fmt(stats.avg_response_time, 3);
+    cells[4].textContent = fmt(stats.p95_response_time, 3);
+    row.classList.toggle("over", isOver(stats));
+    drawSpark(cells[5].firstChild, (series.series || {})[endpoint], "requests");
+  }
+  for (const [endpoint, row] of state.rows) {
+    if (!seen.has(endpoint)) {
+      row.remove();
+      state.rows.delete(endpoint);
+    }
+  }
+  sortRows(tbody);
+  showEmpty(tbody.closest("section"), state.rows.size === 0);
+}
+
+function sortRows(tbody) {
+  const key = state.sortKey;
+  const dir = state.sortDir;
+  const value = (row) => {
+    const v = row.stats[key];
+    return v === null || v === undefined ? -Infinity : v;
+  };
+  const rows = [...state.rows.values()];
+  rows.sort((a, b) => {
+    const d = value(a) - value(b);
+    if (d !== 0) return dir * d;
+    const na = a.getAttribute("data-endpoint");
+    const nb = b.getAttribute("data-endpoint");
+    return na < nb ? -1 : na > nb ? 1 : 0;
+  });
+  const fragment = document.createDocumentFragment();
+  for (const row of rows) fragment.append(row);
+  tbody.append(fragment);
+  for (const th of document.querySelectorAll("#endpoints th[data-sort]")) {
+    if (th.dataset.sort === key) th.setAttribute("aria-sort", dir < 0 ? "descending" : "ascending");
+    else th.removeAttribute("aria-sort");
+  }
+}
+
+function renderPayments(summary, series) {
+  const [section, list] = emptiedList("payments");
+  const pay = summary.payments;
+  section.querySelector(".total").textContent =
+    `${pay.failures_last_hour.toLocaleString()} in the window` +
+    (pay.failures_last_hour > state.thresholds.payment_failures ? " (over the threshold)" : "");
+  const chart = section.querySelector(".chart");
+  chart.replaceChildren(sparkline(series.payments || [], "failures", "payments"));
+  for (const [reason, count] of Object.entries(pay.by_reason)) {
+    const item = el("li");
+    item.append(el("span", "name", reason), el("span", "meta", ` ${count.toLocaleString()}`));
+    list.append(item);
+  }
+}
+
+function renderQueues(summary) {
+  const section = document.getElementById("queues");
+  const tbody = section.querySelector("tbody");
+  tbody.replaceChildren();
+  for (const [queue, q] of Object.entries(summary.celery)) {
+    const row = el("tr");
+    row.setAttribute("data-queue", queue);
+    const growth = q.growth_per_minute;
+    const trend = growth === null ? "–" : `${growth > 0 ? "+" : ""}${growth.toFixed(1)}/min`;
+    row.append(
+      el("td", "name", queue),
+      el("td", "num", q.length.toLocaleString()),
+      el("td", "num", trend),
+      el("td", "num", duration(q.drain_eta_seconds)),
+    );
+    row.classList.toggle("over", q.length > state.thresholds.queue_length || q.growing);
+    tbody.append(row);
+  }
+  showEmpty(section, Object.keys(summary.celery).length === 0);
+  const broker = summary.queue_broker;
+  section.querySelector(".broker").textContent = broker
+    ? `broker ${broker.broker}: ${broker.reachable ? "reachable" : `unreachable (${broker.error})`}`
+    : "";
+}
+
+function renderHealth(health, summary, alerts) {
+  const dl = document.querySelector("#health dl");
+  const dropped = Object.values(summary.dropped_events).reduce((a, b) => a + b, 0);
+  const totals = alerts.delivery_totals;
+  const lastError = health.last_slack_error;
+  const rows = [
+    ["Worker", ago(health.worker_seen_s_ago), health.worker_seen_s_ago === null],
+    ["Beat", ago(health.beat_seen_s_ago), health.beat_seen_s_ago === null],
+    ["Aggregation backlog", `${health.pending_events.toLocaleString()} events`, false],
+    ["Outbox", `${health.outbox} waiting`, health.outbox > 0],
+    ["Oldest undelivered", health.outbox_oldest_s === null ? "–" : duration(health.outbox_oldest_s), false],
+    ["Deliveries", `${totals.sent} sent · ${totals.retrying} retried · ${totals.dropped} dropped`, false],
+    ["Last Slack error", lastError ? `${when(lastError.t)}: ${lastError.error}` : "none", Boolean(lastError)],
+    ["Dropped events", droppedText(summary.dropped_events), dropped > 0],
+    ["Folded", `${summary.endpoints_folded} requests · ${summary.reasons_folded} payment failures`, false],
+  ];
+  dl.replaceChildren();
+  for (const [name, value, bad] of rows) {
+    dl.append(el("dt", null, name), el("dd", bad ? "bad" : null, value));
+  }
+}
+
+function droppedText(dropped) {
+  const parts = Object.entries(dropped)
+    .filter(([, n]) => n > 0)
+    .map(([why, n]) => `${n.toLocaleString()} ${why.replace(/_/g, " ")}`);
+  return parts.length ? parts.join(" · ") : "none";
+}
+
+function renderSilences(data) {
+  const [section, list] = emptiedList("silences");
+  for (const silence of data.silences) {
+    const item = el("li");
+    item.dataset.pattern = silence.pattern;
+    const text = el("div");
+    text.append(el("span", "name", silence.pattern));
+    const meta = [`until ${when(silence.until)}`, `by ${silence.created_by || "?"}`];
+    if (silence.reason) meta.push(silence.reason);
+    text.append(el("div", "meta", meta.join(" · ")));
+    const remove = el("button", "remove", "Remove");
+    remove.type = "button";
+    remove.addEventListener("click", () => removeSilence(silence.pattern));
+    item.append(text, remove);
+    list.append(item);
+  }
+  showEmpty(section, data.silences.length === 0);
+}
+
+// -- actions
+
+async function removeSilence(pattern) {
+  try {
+    await api(`/api/v1/silences/${encodeURIComponent(pattern)}`, { method: "DELETE" });
+  } catch (error) {
+    setStatus(`could not remove the silence: ${error.message}`, true);
+  }
+  await refreshSilences();
+}
+
+async function addSilence(event) {
+  event.preventDefault();
+  const form = event.target;
+  const problem = form.querySelector(".form-error");
+  problem.textContent = "";
+  const body = {
+    key: form.elements.key.value,
+    duration: form.elements.duration.value,
+    reason: form.elements.reason.value,
+  };
+  try {
+    await api("/api/v1/silences", {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify(body),
+    });
+    form.elements.key.value = "";
+    form.elements.reason.value = "";
+  } catch (error) {
+    problem.textContent = error.message;
+  }
+  await refreshSilences();
+}
+
+async function refreshSilences() {
+  try {
+    renderSilences(await api("/api/v1/silences"));
+  } catch (error) {
+    setStatus(error.message, true);
+  }
+}
+
+let refreshing = false; // a slow store must not pile refreshes up
+
+function fetchAll() {
+  return Promise.all([
+    api("/api/v1/summary"),
+    api("/api/v1/series?endpoint=*"),
+    api("/api/v1/alerts"),
+    api("/api/v1/health"),
+    api("/api/v1/silences"),
+  ]);
+}
+
+// `fetched`: the first load passes the requests it started beside the session's
+async function refresh(fetched) {
+  if (refreshing) return;
+  refreshing = true;
+  try {
+    const [summary, series, alerts, health, silences] = await (fetched || fetchAll());
+    const end = Math.floor(summary.timestamp / 60) * 60;
+    state.window = { start: end - summary.window_seconds + 60, end };
+    document.getElementById("window-info").textContent =
+      `last ${Math.round(summary.window_seconds / 60)} min`;
+    renderAlerts(alerts);
+    renderEndpoints(summary, series);
+    renderPayments(summary, series);
+    renderQueues(summary);
+    renderHealth(health, summary, alerts);
+    renderSilences(silences);
+    setStatus(`updated ${new Date(summary.generated_at * 1000).toLocaleTimeString()}`, false);
+    document.body.dataset.loaded = String(Date.now());
+  } catch (error) {
+    if (error.status !== 401) setStatus(`not updated: ${error.message}`, true);
+  } finally {
+    refreshing = false;
+  }
+}
+
+async function start() {
+  const first = fetchAll();
+  first.catch(() => {}); // its failure is reported by refresh()
+  const session = await api("/api/v1/session");
+  state.csrf = session.csrf_token;
+  state.thresholds = session.thresholds;
+  document.getElementById("user").textContent = session.user;
+  const logout = document.getElementById("logout");
+  logout.hidden = session.auth !== "cookie";
+  logout.addEventListener("click", async () => {
+    await fetch("/logout", { method: "POST", headers: { "X-CSRF-Token": state.csrf } });
+    location.assign("/login");
+  });
+  for (const th of document.querySelectorAll("#endpoints th[data-sort]")) {
+    th.addEventListener("click", () => {
+      const key = th.dataset.sort;
+      state.sortDir = key === state.sortKey ? -state.sortDir : -1;
+      state.sortKey = key;
+      sortRows(document.querySelector("#endpoints tbody"));
+    });
+  }
+  document.getElementById("silence-form").addEventListener("submit", addSilence);
+  await refresh(first);
+  setInterval(() => refresh(), REFRESH_MS);
+}
+
+start().catch((error) => setStatus(`cannot start: ${error.message}`, true));

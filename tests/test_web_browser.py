@@ -1,0 +1,227 @@
+"""The page in a real browser: Debian's headless Chromium driven by Playwright, against a
+server reading a store seeded with real tracked traffic. Screenshots at 1280 and 390 px go to
+``tests/artifacts/`` (ignored by git)."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+from monitor_worker.config import Settings
+from monitor_worker.monitor import MetricsMonitor
+
+from .web_server import (
+    MEASURED_QUEUE,
+    SLOW_ENDPOINT,
+    XSS_ENDPOINT,
+    WebServer,
+    env_for,
+)
+
+pytestmark = pytest.mark.timeout(120)
+
+CHROMIUM = os.environ.get("MONITOR_TEST_CHROMIUM", "/usr/bin/chromium")
+ARTIFACTS = Path(__file__).parent / "artifacts"
+TOKEN = "browser-token-0123456789"
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    if not os.path.exists(CHROMIUM):
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"Chromium is needed under CI ({CHROMIUM}; .ci/run installs it)")
+        pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install chromium)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        yield launched
+        launched.close()
+
+
+class Watched:
+    """A page whose console errors, uncaught exceptions and dialogs are recorded."""
+
+    def __init__(self, browser: Any, width: int) -> None:
+        self.context = browser.new_context(viewport={"width": width, "height": 900})
+        self.page = self.context.new_page()
+        self.problems: list[str] = []
+        self.dialogs: list[str] = []
+        self.page.on(
+            "console",
+            lambda m: (
+                self.problems.append(f"console {m.type}: {m.text}")
+                if m.type in ("error", "warning")
+                else None
+            ),
+        )
+        self.page.on("pageerror", lambda e: self.problems.append(f"page error: {e}"))
+
+        def on_dialog(dialog: Any) -> None:
+            self.dialogs.append(dialog.message)
+            dialog.dismiss()
+
+        self.page.on("dialog", on_dialog)
+
+    def load(self, url: str) -> Any:
+        self.page.goto(url)
+        self.page.wait_for_selector("body[data-loaded]", timeout=15_000)
+        return self.page
+
+    def close(self) -> None:
+        self.context.close()
+
+
+@pytest.fixture
+def wide(browser: Any) -> Iterator[Watched]:
+    watched = Watched(browser, 1280)
+    yield watched
+    watched.close()
+
+
+def rows(page: Any) -> list[str]:
+    return list(
+        page.eval_on_selector_all(
+            "#endpoints tbody tr", "rows => rows.map(r => r.getAttribute('data-endpoint'))"
+        )
+    )
+
+
+def test_dashboard_in_chromium(
+    wide: Watched, web: WebServer, seeded: tuple[Settings, dict[str, Any]]
+) -> None:
+    summary = seeded[1]
+    page = wide.load(web.url)
+    page.evaluate("window.loadedOnce = true")
+
+    # the firing alert, with since when and its last delivery
+    alert = page.locator(f'#alerts li[data-key="slow_response:{SLOW_ENDPOINT}"]')
+    assert alert.count() == 1
+    assert "since" in alert.inner_text() and "last delivery" in alert.inner_text()
+    assert "never" not in alert.inner_text().split("last delivery")[1].split("·")[0]
+
+    # one row per endpoint, the XSS name shown as those characters, no script run
+    assert sorted(rows(page)) == sorted(summary["api"])
+    cell = page.locator("#endpoints tbody tr td.name").filter(has_text="onerror")
+    assert cell.inner_text() == XSS_ENDPOINT
+    assert page.locator("img").count() == 0 and page.locator("#payments b").count() == 0
+    assert "<b>bold</b>" in page.locator("#payments").inner_text()
+
+    # rows over a threshold are marked
+    over = page.eval_on_selector_all(
+        "#endpoints tbody tr.over", "rows => rows.map(r => r.getAttribute('data-endpoint'))"
+    )
+    assert set(over) == {SLOW_ENDPOINT, "/api/broken/"}
+
+    # sorted by P95 after a click (descending), then ascending after another
+    header = page.locator('#endpoints th[data-sort="p95_response_time"]')
+    header.click()
+    by_p95 = sorted(summary["api"], key=lambda e: (-summary["api"][e]["p95_response_time"], e))
+    assert rows(page) == by_p95
+    header.click()
+    assert rows(page)[0] != SLOW_ENDPOINT and rows(page)[-1] == SLOW_ENDPOINT
+
+    # a sparkline drawn for each row: the slow endpoint's line has points at several heights
+    points = page.get_attribute(
+        f'#endpoints tr[data-endpoint="{SLOW_ENDPOINT}"] svg polyline', "points"
+    )
+    assert points is not None
+    heights = {float(p.split(",")[1]) for p in points.split()}
+    assert len(points.split()) == 60 and len(heights) > 1
+    assert page.locator("#endpoints tbody svg").count() == len(summary["api"])
+
+    # queues and health
+    assert MEASURED_QUEUE in page.locator("#queues").inner_text()
+    assert "Outbox" in page.locator("#health").inner_text()
+
+    # a silence created through the form, then removed
+    form = page.locator("#silence-form")
+    form.locator('input[name="key"]').fill("payment_failures")
+    form.locator('input[name="duration"]').fill("30m")
+    form.locator('input[name="reason"]').fill("<script>alert(2)</script>")
+    form.locator('button[type="submit"]').click()
+    item = page.locator('#silences li[data-pattern="payment_failures"]')
+    item.wait_for(timeout=10_000)
+    assert "<script>alert(2)</script>" in item.inner_text() and "by local" in item.inner_text()
+    listed = requests.get(web.url + "api/v1/silences", timeout=10).json()["silences"]
+    assert [s["created_by"] for s in listed if s["pattern"] == "payment_failures"] == ["local"]
+    item.locator("button.remove").click()
+    item.wait_for(state="detached", timeout=10_000)
+    listed = requests.get(web.url + "api/v1/silences", timeout=10).json()["silences"]
+    assert all(s["pattern"] != "payment_failures" for s in listed)
+
+    assert wide.dialogs == [] and wide.problems == [], wide.problems + wide.dialogs
+
+    # a bad silence shows one line of feedback naming the parameter (Chromium logs the 400)
+    form.locator('input[name="key"]').fill("a*b")
+    form.locator('button[type="submit"]').click()
+    page.locator("#silence-form .form-error").filter(has_text="pattern").wait_for(timeout=10_000)
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "dashboard-1280.png"), full_page=True)
+
+    # it refreshes itself (every 10 s) without reloading
+    monitor = MetricsMonitor(settings=seeded[0])
+    monitor.track_api_request("/api/new/", 0.1, 200)
+    assert monitor.flush(10)
+    monitor.close()
+    page.locator('#endpoints tr[data-endpoint="/api/new/"]').wait_for(timeout=20_000)
+    assert page.evaluate("window.loadedOnce") is True
+
+    assert wide.dialogs == []
+    assert wide.problems == [
+        "console error: Failed to load resource: the server responded with a status of 400 "
+        "(Bad Request)"
+    ]
+
+
+def test_narrow_screen_does_not_scroll_sideways(browser: Any, web: WebServer) -> None:
+    narrow = Watched(browser, 390)
+    try:
+        page = narrow.load(web.url)
+        width = page.evaluate("document.documentElement.scrollWidth")
+        assert width <= 390, width
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "dashboard-390.png"), full_page=True)
+        assert narrow.problems == []
+    finally:
+        narrow.close()
+
+
+def test_with_tokens_the_page_asks_for_one(
+    browser: Any, seeded: tuple[Settings, dict[str, Any]]
+) -> None:
+    env = env_for(seeded[0], MONITOR_WEB_TOKENS=f"carol={TOKEN}")
+    with WebServer(env) as guarded:
+        watched = Watched(browser, 1280)
+        try:
+            page = watched.page
+            page.goto(guarded.url)
+            assert page.url.endswith("/login")
+            page.fill('input[name="token"]', "wrong-token-000000000")
+            page.click('button[type="submit"]')
+            page.wait_for_url("**/login?failed=1")
+            assert "not accepted" in page.locator("#login-error").inner_text()
+            page.fill('input[name="token"]', TOKEN)
+            started = time.monotonic()
+            page.click('button[type="submit"]')
+            page.wait_for_selector("body[data-loaded]", timeout=15_000)
+            assert time.monotonic() - started < 15
+            assert page.locator("#user").inner_text() == "carol"
+            assert page.locator("#logout").is_visible()
+            cookies = {c["name"]: c for c in watched.context.cookies()}
+            session = cookies["mw_session"]
+            assert session["httpOnly"] and session["sameSite"] == "Strict"
+            assert page.evaluate("document.cookie") == ""  # HttpOnly: not readable by scripts
+            page.click("#logout")
+            page.wait_for_url("**/login")
+            # the failed login is a 303 the browser follows: no console error is expected
+            assert watched.problems == [], watched.problems
+        finally:
+            watched.close()
