@@ -218,24 +218,31 @@ def _stat_value(kind: str, value: Any) -> Any:
     return format_bins(value) if t == "h" else repr(value) if t == "f" else value
 
 
-def _acc_fields(acc: ApiAcc) -> list[Any]:
+def _acc_fields(acc: ApiAcc, bins: str) -> list[Any]:
     """An endpoint's statistics as APPLY reads them: count, errors, sum, at-or-below, bins."""
-    return [acc.count, acc.errors, repr(acc.sum_s), acc.at_or_below, format_bins(acc.bins)]
+    return [acc.count, acc.errors, repr(acc.sum_s), acc.at_or_below, bins]
 
 
 def _records(delta: Delta, start: int) -> list[Any]:
     """APPLY's arguments: record counts, the totals' TTL, per-bucket records, then the api
     records of buckets from ``start`` on summed per endpoint (the roll merges each endpoint's
-    bins once per batch)."""
+    bins once per batch). A summed record's bins are its buckets' bins strings joined: APPLY
+    adds up repeated bins."""
     api: list[Any] = []
-    summed: dict[str, ApiAcc] = {}
+    summed: dict[str, tuple[ApiAcc, list[str]]] = {}
     for (bucket, endpoint), acc in delta.api.items():
-        api += [bucket, endpoint, *_acc_fields(acc)]
+        bins = format_bins(acc.bins)
+        api += [bucket, endpoint, *_acc_fields(acc, bins)]
         if bucket >= start:
-            total = summed.get(endpoint)
-            if total is None:
-                summed[endpoint] = total = ApiAcc()
-            total.merge(acc)
+            found = summed.get(endpoint)
+            if found is None:
+                summed[endpoint] = found = (ApiAcc(), [])
+            total, parts = found
+            total.count += acc.count
+            total.errors += acc.errors
+            total.sum_s += acc.sum_s
+            total.at_or_below += acc.at_or_below
+            parts.append(bins)
     pay: list[Any] = []
     for (bucket, reason), p in delta.pay.items():
         pay += [bucket, reason, p.count, repr(p.amount)]
@@ -243,8 +250,8 @@ def _records(delta: Delta, start: int) -> list[Any]:
     for (bucket, name), n in delta.counters.items():
         counters += [bucket, name, n]
     roll: list[Any] = []
-    for endpoint, acc in summed.items():
-        roll += [endpoint, *_acc_fields(acc)]
+    for endpoint, (total, parts) in summed.items():
+        roll += [endpoint, *_acc_fields(total, ",".join(parts))]
     sections: list[Any] = []
     for (bucket, _, name), stats in delta.stats.items():
         for kind, value in stats.items():

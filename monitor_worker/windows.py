@@ -10,10 +10,10 @@ Bins travel as text ``"i:n,i:n"`` because the Lua scripts that merge them read t
 
 from __future__ import annotations
 
+import collections
 import logging
 import math
 import re
-from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import chain, compress, repeat
@@ -48,6 +48,10 @@ from .events import (
 )
 
 log = logging.getLogger("monitor_worker.windows")
+
+# Counter.update's C helper: adds one per element to a plain dict. (Bins stay plain dicts: a
+# Counter is 2-3x slower to index, and windows index bins everywhere.)
+_count_into: Callable[[dict[int, int], Iterable[int]], None] = collections._count_elements  # type: ignore[attr-defined]
 
 RELATIVE_ACCURACY = 0.01
 GAMMA = (1 + RELATIVE_ACCURACY) / (1 - RELATIVE_ACCURACY)
@@ -188,7 +192,7 @@ class ApiAcc:
     errors: int = 0
     sum_s: float = 0.0
     at_or_below: int = 0
-    bins: Counter[int] = field(default_factory=Counter)  # update() counts at C speed
+    bins: dict[int, int] = field(default_factory=dict)
 
     def stats(self) -> dict[str, Any]:
         """The summary's statistics of these requests (``count`` must be > 0)."""
@@ -250,7 +254,8 @@ def fold(
     threshold_s: float,
     oldest_bucket: int,
 ) -> Delta:
-    """Fold raw-list entries into per-bucket deltas.
+    """Fold raw-list entries (chunks of this version, text elements of the previous one)
+    into per-bucket deltas.
 
     A malformed entry is skipped and counted (bucket of ``now``); an event stamped in the
     future counts in the bucket of ``now``; one older than ``oldest_bucket`` is counted as
@@ -328,8 +333,10 @@ class _Folder:
         rts: Sequence[float],
         sts: Sequence[int],
     ) -> None:
-        """API requests: checked over whole columns, then folded a run (an endpoint) at a time
-        with C-level passes; event by event only where a run spans buckets."""
+        """API requests: checked over whole columns (a bad value sends the block through a
+        filter that skips and counts just those events), then folded a run (an endpoint) at a
+        time with C-level passes, split by bucket where the block spans a few; event by event
+        where runs are short or the block spans many buckets."""
         if not ts:
             return
         rt_min, rt_max = min(rts), max(rts)
@@ -422,7 +429,8 @@ class _Folder:
                 acc.sum_s += rt
                 if rt <= threshold_s:
                     acc.at_or_below += 1
-                acc.bins[ZERO_BIN if rt < MIN_VALUE_S else ceil(log(rt) * INV_LOG_GAMMA)] += 1
+                b = ZERO_BIN if rt < MIN_VALUE_S else ceil(log(rt) * INV_LOG_GAMMA)
+                acc.bins[b] = acc.bins.get(b, 0) + 1
             at = end
         if too_old:
             self.delta.count(now_bucket, "too_old", too_old)
@@ -470,9 +478,11 @@ class _Folder:
         acc.sum_s += sum(rts)
         acc.at_or_below += sum(map(self.threshold_s.__ge__, rts)) if maybe_slow else n
         if maybe_zero:
-            acc.bins.update(map(bin_of, rts))
+            _count_into(acc.bins, map(bin_of, rts))
         else:
-            acc.bins.update(map(math.ceil, map(mul, map(math.log, rts), repeat(INV_LOG_GAMMA))))
+            _count_into(
+                acc.bins, map(math.ceil, map(mul, map(math.log, rts), repeat(INV_LOG_GAMMA)))
+            )
 
     def payment(
         self, names: Sequence[bytes], counts: Runs, ts: Sequence[float], amounts: Sequence[float]
