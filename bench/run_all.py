@@ -27,6 +27,7 @@ SCRIPTS = (
     "alert_latency",
     "middleware",
     "web",
+    "hook_cost",
     "history",
 )
 FULL_LIMIT_S = 15 * 60

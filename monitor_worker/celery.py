@@ -12,6 +12,7 @@ import importlib.util
 import logging
 import os
 import signal
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,7 @@ from celery.signals import (
 )
 
 from .config import Settings
+from .errors import ConfigError
 from .lifetime import die_with_parent
 from .schedule import TASK_NAMES, celery_defaults
 
@@ -50,7 +52,17 @@ def load_overrides(directory: Path | None = None) -> dict[str, Any]:
 
 @app.on_configure.connect
 def _configure(sender: Celery, **_: Any) -> None:
-    config = celery_defaults(Settings.from_env())
+    from .thresholds import Thresholds
+
+    try:
+        settings = Settings.from_env()
+        Thresholds.of(settings)  # the rules file is read once, at start
+    except ConfigError as exc:
+        # Celery logs and ignores an exception from a signal handler; SystemExit stops the
+        # worker (or beat) at start instead of leaving it running on Celery's defaults.
+        sys.stderr.write(f"monitor-worker: {exc}\n")
+        raise SystemExit(2) from None
+    config = celery_defaults(settings)
     config.update(load_overrides())
     sender.conf.update(config)
 

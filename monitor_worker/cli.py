@@ -246,6 +246,24 @@ def cmd_health(args: argparse.Namespace) -> int:
     return 0 if report["healthy"] else 1
 
 
+def cmd_rules(args: argparse.Namespace) -> int:
+    from .thresholds import Thresholds
+
+    th = Thresholds.of(_monitor().settings)
+    rows = th.rows()
+    if args.json:
+        _json({"file": th.file.path or None, "rules": rows})
+        return 0
+    sys.stdout.write(f"rules file: {th.file.path or '(none)'}\n")
+    sys.stdout.write(f"{'section':<9} {'target':<40} {'setting':<22} {'value':>10}  source\n")
+    for row in rows:
+        sys.stdout.write(
+            f"{row['section']:<9} {row['target'][:40]:<40} {row['setting']:<22} "
+            f"{row['value']!s:>10}  {row['source']}\n"
+        )
+    return 0
+
+
 def cmd_aggregate(args: argparse.Namespace) -> int:
     result = _monitor().aggregate()
     sys.stdout.write(f"aggregated {result.events} events in {result.batches} batches\n")
@@ -358,6 +376,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--step", default="1h", help="1m, 1h, 6h or 1d (default 1h)")
     p.add_argument("--endpoint", default=None, help="only this endpoint in the api section")
     p.add_argument("--json", action="store_true")
+    p = add("rules", cmd_rules, "the effective thresholds, each with where it came from")
+    p.add_argument("--json", action="store_true")
     return parser
 
 
@@ -385,6 +405,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     _setup_logging(args.verbose)
     try:
+        if args.command != "demo":
+            from .thresholds import Thresholds
+
+            Thresholds.of(Settings.from_env())  # a bad rules file fails at start
         return int(args.func(args))
     except (MonitorError, QueueInspectionError) as exc:
         sys.stderr.write(f"monitor-worker: {exc}\n")

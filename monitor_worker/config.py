@@ -160,6 +160,18 @@ class Settings:
     metrics_token: str = field(default="", repr=False)
     web_allowed_hosts: tuple[str, ...] = ()
     web_cache_s: float = 5.0
+    max_tasks: int = 500
+    max_metrics: int = 500
+    max_aliases: int = 100
+    task_failure_rate_threshold: float = 10.0
+    min_task_runs: int = 10
+    task_wait_threshold: float = 60.0
+    db_p95_threshold: float = 0.5
+    cache_hit_rate_min: float = 0.0
+    min_cache_lookups: int = 100
+    rules_file: str = ""
+    # field -> "env" (its variable was set) or "class" (a MetricsMonitor subclass attribute)
+    sources: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
     archive_interval_s: float = 60.0
     history_url: str = ""
     # 0: the history store's own default (see history_retention)
@@ -252,9 +264,14 @@ class Settings:
             raw = env.get(_ENV_OF_FIELD[name])
             if raw is not None and not raw.strip():
                 values[name] = empty
+        sources = {
+            name: "env" for name, variable in _ENV_OF_FIELD.items() if env.get(variable, "").strip()
+        }
         for name, value in (defaults or {}).items():
             if not env.get(_ENV_OF_FIELD.get(name, ""), "").strip():
                 values[name] = value
+                sources[name] = "class"
+        values["sources"] = sources
         try:
             return cls(**values)
         except ConfigError as exc:
@@ -312,6 +329,16 @@ _ENV_OF_FIELD = {
     "metrics_token": "MONITOR_METRICS_TOKEN",
     "web_allowed_hosts": "MONITOR_WEB_ALLOWED_HOSTS",
     "web_cache_s": "MONITOR_WEB_CACHE_SECONDS",
+    "max_tasks": "MONITOR_MAX_TASKS",
+    "max_metrics": "MONITOR_MAX_METRICS",
+    "max_aliases": "MONITOR_MAX_ALIASES",
+    "task_failure_rate_threshold": "MONITOR_TASK_FAILURE_RATE_THRESHOLD",
+    "min_task_runs": "MONITOR_MIN_TASK_RUNS",
+    "task_wait_threshold": "MONITOR_TASK_WAIT_THRESHOLD",
+    "db_p95_threshold": "MONITOR_DB_P95_THRESHOLD",
+    "cache_hit_rate_min": "MONITOR_CACHE_HIT_RATE_MIN",
+    "min_cache_lookups": "MONITOR_MIN_CACHE_LOOKUPS",
+    "rules_file": "MONITOR_RULES_FILE",
     "archive_interval_s": "MONITOR_ARCHIVE_INTERVAL",
     "history_url": "MONITOR_HISTORY_URL",
     "history_minutes_retention_s": "MONITOR_HISTORY_MINUTES_RETENTION",
@@ -375,6 +402,9 @@ def _check(s: Settings) -> None:
         "queue_growth_checks",
         "pending_threshold",
         "max_queues",
+        "max_tasks",
+        "max_metrics",
+        "max_aliases",
     )
     for name in positive_ints:
         if not 1 <= getattr(s, name) <= MAX_COUNT:
@@ -404,11 +434,19 @@ def _check(s: Settings) -> None:
         "alert_throttle_s",
         "min_requests",
         "queue_growth_min",
+        "task_failure_rate_threshold",
+        "min_task_runs",
+        "task_wait_threshold",
+        "db_p95_threshold",
+        "cache_hit_rate_min",
+        "min_cache_lookups",
     )
     for name in non_negative:
         value = getattr(s, name)
         if not (math.isfinite(value) and 0 <= value <= MAX_COUNT):
             bad(name, f"must be a number >= 0 and at most {MAX_COUNT}")
+    if s.cache_hit_rate_min > 100:
+        bad("cache_hit_rate_min", "must be a percentage 0-100")
     if not 100 <= s.error_status_min <= 599:
         bad("error_status_min", "must be an HTTP status code 100-599")
     if s.endpoint_style not in ("route", "method_route"):

@@ -15,6 +15,14 @@ array copies instead of formatting every event, and the aggregator folds a run a
 
     a  API request      values: response_time_s f64, status_code u16
     p  payment failure  values: amount f64
+    t  Celery task attempt  values: outcome u16 (0 success, 1 failure, 2 retry),
+                        runtime_s f64, queue_wait_s f64 (NaN: unknown); its name is
+                        ``<queue length>:<queue><task>`` (``task_name``)
+    d  database query   values: duration_s f64, ok u16 (1, or 0: it raised)
+    k  cache call       values: keys looked up u32, hits u32
+    v  custom value     values: value f64
+    r  custom event     values: ok u16
+    n  queries of one API request  values: queries u32 (named by the endpoint)
     o  buffer overflow  payload: <events dropped: u64> (counted in the block as one event)
 
 Doubles round-trip exactly; names are any text (length-prefixed, never escaped). A buffered
@@ -49,9 +57,25 @@ MAX_NAME_LEN = 200
 API = "a"
 PAYMENT = "p"
 OVERFLOW = "o"
+TASK = "t"
+QUERY = "d"
+CACHE = "k"
+VALUE = "v"
+RATIO = "r"
+QUERIES = "n"
+TASK_OUTCOMES = {"s": 0, "f": 1, "r": 2}  # success, failure, retry -> the outcome column
 
 # Value typecodes (``array``) of each named kind, after ``(kind, ts, name)``.
-KIND_VALUES: dict[str, str] = {API: "dH", PAYMENT: "d"}
+KIND_VALUES: dict[str, str] = {
+    API: "dH",
+    PAYMENT: "d",
+    TASK: "Hdd",
+    QUERY: "dH",
+    CACHE: "II",
+    VALUE: "d",
+    RATIO: "H",
+    QUERIES: "I",
+}
 MARKER = b"\x00v2"
 BLOCK = struct.Struct("<cII")  # kind, events, payload bytes
 RUNS = struct.Struct("<I")
@@ -63,6 +87,8 @@ assert {array(t).itemsize for t in "dHI"} == {8, 2, 4}, "unexpected C type sizes
 # Upper bounds keep every stored sum finite and every entry small.
 MAX_RESPONSE_TIME_S = 1e6
 MAX_AMOUNT = 1e15
+MAX_METRIC_VALUE = 1e15
+MAX_COUNT = 2**31  # queries of one request, keys of one cache call
 
 
 def _shown(value: Any) -> str:
@@ -132,6 +158,61 @@ def check_api(endpoint: Any, response_time: Any, status_code: Any) -> tuple[str,
 def check_payment(reason: Any, amount: Any) -> tuple[str, float]:
     """Validate one payment failure; the amount becomes a float (sums are floats anyway)."""
     return _name(reason, "reason"), _number(amount, "amount", MAX_AMOUNT, allow_decimal=True)
+
+
+def check_flag(value: Any, arg: str) -> bool:
+    """A bool argument (``hit``, ``ok``): anything else is a TypeError naming it."""
+    if not isinstance(value, bool):
+        raise TypeError(f"{arg} must be a bool, not {type(value).__name__}")
+    return value
+
+
+def check_count(value: Any, arg: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{arg} must be an int, not {type(value).__name__}")
+    if not 0 <= value <= MAX_COUNT:
+        raise ValueError(f"{arg} must be between 0 and {MAX_COUNT} (got {_shown(value)})")
+    return int(value)
+
+
+def check_task(
+    task: Any, outcome: Any, runtime: Any, queue_wait: Any, queue: Any
+) -> tuple[str, str, float | None, float | None, str]:
+    """Validate one task attempt; runtime and queue_wait may be None (unknown)."""
+    name = _name(task, "task")
+    if not isinstance(outcome, str) or outcome not in TASK_OUTCOMES:
+        raise ValueError(
+            f"outcome must be one of {', '.join(TASK_OUTCOMES)} (got {_shown(outcome)})"
+        )
+    rt = None if runtime is None else _number(runtime, "runtime", MAX_RESPONSE_TIME_S)
+    wait = None if queue_wait is None else _number(queue_wait, "queue_wait", MAX_RESPONSE_TIME_S)
+    return name, outcome, rt, wait, "" if queue is None or queue == "" else _name(queue, "queue")
+
+
+def check_query(alias: Any, duration: Any, ok: Any) -> tuple[str, float, bool]:
+    return (
+        _name(alias, "alias"),
+        _number(duration, "duration", MAX_RESPONSE_TIME_S),
+        check_flag(ok, "ok"),
+    )
+
+
+def check_metric(name: Any, value: Any) -> tuple[str, float]:
+    return _name(name, "name"), _number(value, "value", MAX_METRIC_VALUE)
+
+
+def task_name(task: str, queue: str) -> str:
+    """The name a task attempt is buffered and sent under: its queue, then the task."""
+    return f"{len(queue)}:{queue}{task}"
+
+
+def split_task_name(name: str) -> tuple[str, str]:
+    """(task, queue) of a ``task_name``; ValueError when it is not one."""
+    head, _, rest = name.partition(":")
+    if not head.isdigit() or int(head) >= len(rest):
+        raise ValueError("bad task name")
+    n = int(head)
+    return rest[n:], rest[:n]
 
 
 def _le(column: array[Any]) -> bytes:

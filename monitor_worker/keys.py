@@ -15,6 +15,8 @@ the Redis Cluster hash tag ``{s<n>}`` so one Lua script or MULTI touches one slo
     P{s3}:dirty               hash   minute -> writes to its bucket since the archive read it
     P{meta}:endpoints         set    admitted endpoints (cardinality cap)
     P{meta}:reasons           set    admitted payment-failure reasons
+    P{meta}:tasks ...         set    admitted task names, task queues, db and cache aliases,
+                                     custom metrics (``Keys.admitted``)
     P{alerts}:...             alert state, outbox, silences (see throttle.py)
     P{queues}:...             queue samples, queues measured by jobs (see queues.py)
     P{meta}:heartbeat:<who>   string last time a worker/beat was seen
@@ -128,6 +130,10 @@ class Keys:
     @property
     def reasons(self) -> str:
         return f"{self.prefix}{{meta}}:reasons"
+
+    def admitted(self, group: str) -> str:
+        """The admitted names of one capped group (``tasks``, ``metrics``, ...)."""
+        return f"{self.prefix}{{meta}}:{group}"
 
     def history(self, src: int) -> HistoryKeys:
         return HistoryKeys(self.prefix, src)

@@ -22,6 +22,10 @@ _THRESHOLDS = {
     "CELERY_QUEUE_THRESHOLD": "celery_queue_threshold",
     "API_RESPONSE_THRESHOLD": "api_response_threshold",
     "ALERT_THROTTLE_SECONDS": "alert_throttle_s",
+    "TASK_FAILURE_RATE_THRESHOLD": "task_failure_rate_threshold",
+    "TASK_WAIT_THRESHOLD": "task_wait_threshold",
+    "DB_P95_THRESHOLD": "db_p95_threshold",
+    "CACHE_HIT_RATE_MIN": "cache_hit_rate_min",
 }
 
 
@@ -50,6 +54,9 @@ class MetricsMonitor(Tracker):
         monitor = MetricsMonitor()                      # settings from the environment
         monitor.track_api_request("/api/content/", 0.21, 200)
         monitor.track_payment_failure("Card declined", 10000)
+        monitor.track_metric("checkout.basket_size", 3)
+        monitor.track_event("email.sent", ok=True)
+        monitor.track_cache("sessions", hit=False)
         monitor.get_metrics_summary()
 
     ``settings`` and ``redis`` (a client) may be passed in; by default both are made on first
@@ -62,6 +69,10 @@ class MetricsMonitor(Tracker):
     CELERY_QUEUE_THRESHOLD = _Threshold(100)
     API_RESPONSE_THRESHOLD = _Threshold(2.0)
     ALERT_THROTTLE_SECONDS = _Threshold(600)
+    TASK_FAILURE_RATE_THRESHOLD = _Threshold(10.0)
+    TASK_WAIT_THRESHOLD = _Threshold(60.0)
+    DB_P95_THRESHOLD = _Threshold(0.5)
+    CACHE_HIT_RATE_MIN = _Threshold(0.0)
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         """A subclass setting a threshold as a plain class attribute changes its default."""

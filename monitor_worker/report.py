@@ -22,6 +22,13 @@ def format_summary(summary: dict[str, Any]) -> str:
         )
     if not summary["api"]:
         lines.append("(no requests in the window)")
+    counted = {e: s for e, s in summary["api"].items() if "avg_queries" in s}
+    if counted:
+        lines += ["", f"{'endpoint':<40} {'avg queries':>12} {'p95 queries':>12}"]
+        for endpoint, s in counted.items():
+            lines.append(
+                f"{endpoint[:40]:<40} {s['avg_queries']:>12.1f} {_n(s['p95_queries'], 1):>12}"
+            )
     pay = summary["payments"]
     lines += ["", f"payment failures: {pay['failures_last_hour']}  amount: {pay['amount_total']}"]
     for reason, n in list(pay["by_reason"].items())[:10]:
@@ -32,6 +39,7 @@ def format_summary(summary: dict[str, Any]) -> str:
             growth = q.get("growth_per_minute")
             trend = f"{growth:+.1f}/min" if growth is not None else "n/a"
             lines.append(f"  {queue:<30} length {q['length']:>7}  trend {trend}")
+    lines += _kind_tables(summary)
     lines += [
         "",
         f"pending events: {summary['pending_events']}  dropped: {summary['dropped_events']}"
@@ -39,6 +47,66 @@ def format_summary(summary: dict[str, Any]) -> str:
         f"{summary.get('reasons_folded', 0)} payment failures",
     ]
     return "\n".join(lines) + "\n"
+
+
+def _n(value: Any, digits: int = 3) -> str:
+    """A number with ``digits`` decimals, ``-`` where unknown."""
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+# section -> (first column's header, then (header, field, width, format) per column); a format
+# is "d" (a count), "%" (a percentage), a number of decimals, or "t" (text, last)
+_TABLES: tuple[tuple[str, str, tuple[tuple[str, str, int, str | int], ...]], ...] = (
+    ("tasks", "task", (
+        ("runs", "runs", 7, "d"), ("fail", "failures", 6, "d"), ("fail %", "failure_rate", 7, "%"),
+        ("retry", "retries", 6, "d"), ("avg s", "avg_runtime", 8, 3),
+        ("p95 s", "p95_runtime", 8, 3), ("p95 wait", "p95_queue_wait", 9, 3),
+        ("queue", "queue", 0, "t"),
+    )),
+    ("task_queues", "task queue", (
+        ("tasks", "tasks", 7, "d"), ("avg wait", "avg_queue_wait", 9, 3),
+        ("p95 wait", "p95_queue_wait", 9, 3),
+    )),
+    ("db", "database", (
+        ("queries", "queries", 9, "d"), ("errors", "errors", 7, "d"),
+        ("avg s", "avg_query_time", 8, 4), ("p95 s", "p95_query_time", 8, 4),
+    )),
+    ("cache", "cache", (
+        ("lookups", "lookups", 9, "d"), ("hits", "hits", 9, "d"), ("hit %", "hit_rate", 7, "%"),
+    )),
+)  # fmt: skip
+
+
+def _cell(value: Any, fmt: str | int) -> str:
+    if fmt == "t":
+        return f" {value or '-'}"
+    if fmt == "d":
+        return str(value)
+    return _n(value, 2 if fmt == "%" else int(fmt))
+
+
+def _kind_tables(summary: dict[str, Any]) -> list[str]:
+    """Tables of the tasks, task queues, databases, caches and custom metrics (where any)."""
+    lines: list[str] = []
+    for section, first, columns in _TABLES:
+        rows = summary.get(section) or {}
+        if not rows:
+            continue
+        head = " ".join(f"{h:>{w}}" if w else f" {h}" for h, _, w, _ in columns)
+        lines += ["", f"{first:<40} {head}"]
+        for name, row in rows.items():
+            cells = " ".join(f"{_cell(row[k], fmt):>{w}}" for _, k, w, fmt in columns)
+            lines.append(f"{name[:40]:<40} {cells}")
+    metrics = summary.get("metrics") or {}
+    if metrics:
+        lines += ["", f"{'metric':<40} {'count':>9}  values"]
+        for name, m in metrics.items():
+            if m["kind"] == "value":
+                shown = f"avg {_n(m['avg'])}  p95 {_n(m['p95'])}  max {_n(m['max'])}"
+            else:
+                shown = f"ok {m['ok']}  ok rate {m['ok_rate']:.2f} %"
+            lines.append(f"{name[:40]:<40} {m['count']:>9}  {shown}")
+    return lines
 
 
 def _utc(ts: float) -> str:

@@ -21,6 +21,7 @@ from typing import Any
 
 from .config import Settings
 from .slack import Notice
+from .thresholds import Thresholds
 
 FIRING = "firing"
 OK = "ok"
@@ -28,7 +29,25 @@ INSUFFICIENT = "insufficient"
 NO_TRAFFIC = "no_traffic"
 ENDPOINT_RULES = ("error_rate", "slow_response")
 TOP_REASONS = 5
-_RULE_NAMES = {"error_rate": "Error rate", "slow_response": "P95 response time"}
+_RULE_NAMES = {
+    "error_rate": "Error rate",
+    "slow_response": "P95 response time",
+    "task_failure_rate": "Failure rate of task",
+    "task_queue_wait": "P95 queue wait of queue",
+    "db_slow": "P95 query time of database",
+    "cache_hit_rate": "Hit rate of cache",
+    "metric": "Metric",
+}
+# rule of an alert key -> (summary section of its subject, rules-file section)
+_SUBJECTS = {
+    "error_rate": ("api", "endpoint"),
+    "slow_response": ("api", "endpoint"),
+    "task_failure_rate": ("tasks", "task"),
+    "task_queue_wait": ("task_queues", "queue"),
+    "db_slow": ("db", "db"),
+    "cache_hit_rate": ("cache", "cache"),
+    "metric": ("metrics", "metric"),
+}
 
 
 @dataclass(frozen=True)
@@ -48,28 +67,41 @@ def evaluate(
     now: float,
     *,
     firing: Collection[str] = (),
+    thresholds: Thresholds | None = None,
 ) -> list[RuleResult]:
-    """Evaluate every rule on ``summary``; ``firing`` are the alert keys firing before."""
+    """Evaluate every rule on ``summary``; ``firing`` are the alert keys firing before.
+
+    ``thresholds`` default to ``Thresholds.of(settings)`` (the rules file over the settings).
+    """
+    th = Thresholds.of(settings) if thresholds is None else thresholds
     window = _window(summary.get("window_seconds") or settings.window_s)
     api = summary.get("api") or {}
     watched = set(settings.endpoints) if settings.endpoints else None
     results: list[RuleResult] = []
     for endpoint in sorted(api):
-        if watched is None or endpoint in watched:
-            results.extend(_endpoint(endpoint, api[endpoint], settings, window))
+        if (watched is None or endpoint in watched) and th.enabled("endpoint", endpoint):
+            results.extend(_endpoint(endpoint, api[endpoint], th, window))
     for key in sorted(firing):
-        rule, _, endpoint = key.partition(":")
-        if rule not in ENDPOINT_RULES:
+        rule, _, subject = key.partition(":")
+        if rule not in _SUBJECTS:
             continue
-        if endpoint not in api:
-            title = f"{_RULE_NAMES[rule]} on {endpoint}: no request in the last {window}"
+        section, file_section = _SUBJECTS[rule]
+        endpoint_rule = rule in ENDPOINT_RULES
+        name = f"{_RULE_NAMES[rule]} {'on ' if endpoint_rule else ''}{subject}"
+        if subject not in (summary.get(section) or {}):
+            what = "no request" if endpoint_rule else "no data"
+            title = f"{name}: {what} in the last {window}"
             results.append(_resolved(key, NO_TRAFFIC, title, "no traffic"))
-        elif watched is not None and endpoint not in watched:
-            title = f"{_RULE_NAMES[rule]} on {endpoint}: endpoint no longer watched"
+        elif rule in ENDPOINT_RULES and watched is not None and subject not in watched:
+            title = f"{name}: endpoint no longer watched"
             results.append(_resolved(key, OK, title, "no longer watched"))
+        elif not th.enabled(file_section, subject):
+            results.append(_resolved(key, OK, f"{name}: rule disabled", "disabled"))
     results.extend(_payments(summary.get("payments") or {}, settings, window))
     for queue in sorted(summary.get("celery") or {}):
-        results.extend(_queue(queue, summary["celery"][queue], settings, now))
+        if th.enabled("queue", queue):
+            results.extend(_queue(queue, summary["celery"][queue], th, now))
+    results.extend(_kinds(summary, th, window))
     results.extend(_broker(summary.get("queue_broker"), now))
     pending = _int(summary.get("pending_events"))
     lag_limit = settings.pending_threshold
@@ -88,14 +120,14 @@ def evaluate(
 
 
 def _endpoint(
-    endpoint: str, stats: Mapping[str, Any], settings: Settings, window: str
+    endpoint: str, stats: Mapping[str, Any], th: Thresholds, window: str
 ) -> list[RuleResult]:
     total = _int(stats.get("total_requests"))
     errors = _int(stats.get("error_count"))
     rate = _float(stats.get("error_rate"))
     p95 = _float(stats.get("p95_response_time"))
     keys = [f"{rule}:{endpoint}" for rule in ENDPOINT_RULES]
-    if total < settings.min_requests:
+    if total < th.value("endpoint", endpoint, "min_requests"):
         return [RuleResult(key, INSUFFICIENT, None, None, None) for key in keys]
     common = (
         ("Window", window),
@@ -105,7 +137,7 @@ def _endpoint(
         ("P95 response time", f"{p95:.3f} s"),
         ("Average response time", f"{_float(stats.get('avg_response_time')):.3f} s"),
     )
-    limit = settings.error_rate_threshold
+    limit = th.value("endpoint", endpoint, "error_rate_percent")
     error_rule = _verdict(
         keys[0],
         rate > limit,
@@ -115,8 +147,11 @@ def _endpoint(
         f"Error rate back to {rate:.2f} % on {endpoint}",
         (("Threshold", f"> {limit:g} %"), *common),
     )
-    limit_s = settings.api_response_threshold
+    limit_s = th.value("endpoint", endpoint, "p95_seconds")
+    # at_or_below_threshold is counted against MONITOR_API_RESPONSE_THRESHOLD
     fast = stats.get("at_or_below_threshold")
+    if limit_s != th.settings.api_response_threshold:
+        fast = None
     # P95 > limit exactly: fewer than 95 % of the responses took at most the limit.
     slow = 100 * _int(fast) < 95 * total if fast is not None else p95 > limit_s
     slow_rule = _verdict(
@@ -164,12 +199,12 @@ def _payments(payments: Mapping[str, Any], settings: Settings, window: str) -> l
     ]
 
 
-def _queue(queue: str, info: Mapping[str, Any], settings: Settings, now: float) -> list[RuleResult]:
+def _queue(queue: str, info: Mapping[str, Any], th: Thresholds, now: float) -> list[RuleResult]:
     length = _int(info.get("length"))
     growth = info.get("growth_per_minute")
     eta = info.get("drain_eta_seconds")
     checked = info.get("checked_at")
-    limit = settings.celery_queue_threshold
+    limit = th.value("queue", queue, "max_length")
     details: tuple[tuple[str, str], ...] = (
         ("Length", str(length)),
         ("Threshold", f"> {limit}"),
@@ -202,6 +237,162 @@ def _queue(queue: str, info: Mapping[str, Any], settings: Settings, now: float) 
             details,
         ),
     ]
+
+
+def _kinds(summary: Mapping[str, Any], th: Thresholds, window: str) -> list[RuleResult]:
+    """The rules of tasks, task queues, databases, caches and custom metrics."""
+    results: list[RuleResult] = []
+    for task, t in sorted((summary.get("tasks") or {}).items()):
+        if th.enabled("task", task):
+            results.append(_task(task, t, th, window))
+    for queue, q in sorted((summary.get("task_queues") or {}).items()):
+        if th.enabled("queue", queue):
+            results.append(_task_queue(queue, q, th, window))
+    for alias, d in sorted((summary.get("db") or {}).items()):
+        if th.enabled("db", alias):
+            results.append(_db(alias, d, th, window))
+    for alias, c in sorted((summary.get("cache") or {}).items()):
+        if th.enabled("cache", alias):
+            results.append(_cache(alias, c, th, window))
+    for name, m in sorted((summary.get("metrics") or {}).items()):
+        if th.enabled("metric", name) and th.entry("metric", name):
+            results.append(_metric(name, m, th, window))
+    return results
+
+
+def _task(task: str, t: Mapping[str, Any], th: Thresholds, window: str) -> RuleResult:
+    key = f"task_failure_rate:{task}"
+    runs = _int(t.get("runs"))
+    if runs < th.value("task", task, "min_runs"):
+        return RuleResult(key, INSUFFICIENT, None, None, None)
+    rate, limit = _float(t.get("failure_rate")), th.value("task", task, "failure_rate_percent")
+    details = (
+        ("Threshold", f"> {limit:g} %"),
+        ("Window", window),
+        ("Runs", str(runs)),
+        ("Failures", str(_int(t.get("failures")))),
+        ("Retries", str(_int(t.get("retries")))),
+        ("P95 runtime", _seconds(t.get("p95_runtime"))),
+        ("Queue", str(t.get("queue") or "unknown")),
+    )
+    return _verdict(
+        key,
+        rate > limit,
+        rate,
+        limit,
+        f"Task {task} fails {rate:.2f} % of its runs (threshold {limit:g} %)",
+        f"Task {task} failure rate back to {rate:.2f} %",
+        details,
+    )
+
+
+def _task_queue(queue: str, q: Mapping[str, Any], th: Thresholds, window: str) -> RuleResult:
+    key = f"task_queue_wait:{queue}"
+    p95 = q.get("p95_queue_wait")
+    if p95 is None:
+        return RuleResult(key, INSUFFICIENT, None, None, None)
+    wait, limit = _float(p95), th.value("queue", queue, "p95_wait_seconds")
+    details = (
+        ("Threshold", f"P95 > {limit:g} s"),
+        ("Window", window),
+        ("Tasks", str(_int(q.get("tasks")))),
+        ("Average wait", _seconds(q.get("avg_queue_wait"))),
+    )
+    return _verdict(
+        key,
+        wait > limit,
+        wait,
+        limit,
+        f"Tasks wait {wait:.1f} s (P95) in queue {queue} before they start (threshold {limit:g} s)",
+        f"Queue wait of {queue} back to {wait:.1f} s (P95)",
+        details,
+    )
+
+
+def _db(alias: str, d: Mapping[str, Any], th: Thresholds, window: str) -> RuleResult:
+    p95, limit = _float(d.get("p95_query_time")), th.value("db", alias, "p95_seconds")
+    details = (
+        ("Threshold", f"P95 > {limit:g} s"),
+        ("Window", window),
+        ("Queries", str(_int(d.get("queries")))),
+        ("Errors", str(_int(d.get("errors")))),
+        ("Average query time", _seconds(d.get("avg_query_time"))),
+    )
+    return _verdict(
+        f"db_slow:{alias}",
+        p95 > limit,
+        p95,
+        limit,
+        f"Database {alias}: P95 query time {p95:.3f} s > {limit:g} s",
+        f"Database {alias}: P95 query time back to {p95:.3f} s",
+        details,
+    )
+
+
+def _cache(alias: str, c: Mapping[str, Any], th: Thresholds, window: str) -> RuleResult:
+    key = f"cache_hit_rate:{alias}"
+    lookups, minimum = _int(c.get("lookups")), th.value("cache", alias, "min_hit_rate_percent")
+    if minimum <= 0 or lookups < th.value("cache", alias, "min_lookups"):
+        return RuleResult(key, INSUFFICIENT, None, None, None)
+    rate = _float(c.get("hit_rate"))
+    details = (
+        ("Threshold", f"< {minimum:g} %"),
+        ("Window", window),
+        ("Lookups", str(lookups)),
+        ("Hits", str(_int(c.get("hits")))),
+    )
+    return _verdict(
+        key,
+        rate < minimum,
+        rate,
+        minimum,
+        f"Cache {alias}: hit rate {rate:.2f} % < {minimum:g} %",
+        f"Cache {alias}: hit rate back to {rate:.2f} %",
+        details,
+    )
+
+
+# rules-file field of a metric threshold -> (summary field, shown as, fires when above)
+_METRIC_LIMITS = {
+    "p95_above": ("p95", "P95", True),
+    "avg_above": ("avg", "average", True),
+    "max_above": ("max", "maximum", True),
+    "ok_rate_below_percent": ("ok_rate", "success rate", False),
+}
+
+
+def _metric(name: str, m: Mapping[str, Any], th: Thresholds, window: str) -> RuleResult:
+    key = f"metric:{name}"
+    count = _int(m.get("count"))
+    # (shown as, value, limit, fires when above) of each threshold set for this metric
+    checks = [
+        (shown, _float(m.get(stat)), limit, above)
+        for field, (stat, shown, above) in _METRIC_LIMITS.items()
+        if (limit := th.value("metric", name, field)) is not None and stat in m
+    ]
+    if not checks or count < th.value("metric", name, "min_count"):
+        return RuleResult(key, INSUFFICIENT, None, None, None)
+    broken = [c for c in checks if (c[1] > c[2] if c[3] else c[1] < c[2])]
+    shown, value, limit, above = broken[0] if broken else checks[0]
+    details = (
+        ("Thresholds", ", ".join(f"{s} {'>' if a else '<'} {lim:g}" for s, _, lim, a in checks)),
+        ("Window", window),
+        ("Count", str(count)),
+        *((s, f"{v:g}") for s, v, _, _ in checks),
+    )
+    return _verdict(
+        key,
+        bool(broken),
+        value,
+        limit,
+        f"Metric {name}: {shown} {value:g} {'>' if above else '<'} {limit:g}",
+        f"Metric {name} back within its thresholds",
+        details,
+    )
+
+
+def _seconds(value: Any) -> str:
+    return "unknown" if value is None else f"{_float(value):.3f} s"
 
 
 def _broker(status: Mapping[str, Any] | None, now: float) -> list[RuleResult]:

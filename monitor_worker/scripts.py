@@ -7,6 +7,21 @@ below holds across every process and host sharing the store.
 
 from __future__ import annotations
 
+from .windows import SECTIONS
+
+# The field kinds of the sections beyond requests and payments, as Lua tables: each kind's
+# type, and each head's other kinds (deleted with it from the roll).
+_SECTIONS = (
+    "local TYPES = {"
+    + ", ".join(f"{k} = '{t}'" for fields in SECTIONS.values() for k, t in fields.items())
+    + "}\nlocal GROUPS = {"
+    + ", ".join(
+        f"{head} = {{{', '.join(repr(k) for k in fields if k != head)}}}"
+        for head, fields in SECTIONS.items()
+    )
+    + "}\n"
+)
+
 # How many events a raw-list element holds: a chunk says so in its header, anything else is one.
 _COUNT = """
 local function count_of(element)
@@ -200,7 +215,9 @@ return out
 #       #roll records, totals ttl, then records: api (bucket, endpoint, count, errors, sum_s,
 #       at_or_below, bins), payment (bucket, reason, count, amount), counter (bucket, name, n), roll
 #       (endpoint, count, errors, sum_s, at_or_below, bins: the api records of buckets from
-#       the window start on, summed per endpoint, so the roll's bins are merged once each).
+#       the window start on, summed per endpoint, so the roll's bins are merged once each),
+#       then #section records and section records (bucket, field, type, value) of the other
+#       kinds (windows.SECTIONS), added to their bucket and to the roll.
 # Invariant: roll = sum of the buckets from roll._:start on; totals (c:, e:, pc: fields) count
 # every request, error and payment failure ever applied (the /metrics counters), so they move
 # with the buckets in this one step and never go down.
@@ -208,7 +225,9 @@ return out
 # Guarantees: all of a batch or none of it is counted, and the batch list is deleted in the
 # same step, so a batch is applied at most once even when a retried call or a second
 # aggregator applies it again (the second call finds no batch and returns 0).
-APPLY = """
+APPLY = (
+    _SECTIONS
+    + """
 local base, roll = ARGV[1], KEYS[3]
 if ARGV[2] ~= '' and redis.call('EXISTS', KEYS[1]) == 0 then
   redis.call('ZREM', KEYS[2], ARGV[2])
@@ -244,11 +263,14 @@ local function add_hash(src, sign)
   for j = 1, #src, 2 do
     local f, v = src[j], src[j + 1]
     local kind = string.match(f, '^([^:]*):')
-    if kind == 'h' then
+    local t = TYPES[kind]
+    if kind == 'h' or t == 'h' then
       add_bins(roll, f, v, sign)
-    elseif kind == 's' or kind == 'pa' then
+    elseif kind == 's' or kind == 'pa' or t == 'f' then
       if sign < 0 then v = '-' .. v end
       redis.call('HINCRBYFLOAT', roll, f, v)
+    elseif t == 't' then
+      if sign > 0 then redis.call('HSET', roll, f, v) end
     elseif kind and kind ~= '_' then
       if redis.call('HINCRBY', roll, f, sign * tonumber(v)) <= 0 then dead[#dead + 1] = f end
     end
@@ -261,6 +283,10 @@ local function add_hash(src, sign)
       redis.call('HDEL', roll, f, 'pa:' .. name)
     elseif kind == 'x' then
       redis.call('HDEL', roll, f)
+    elseif GROUPS[kind] then
+      local group = {f}
+      for _, k in ipairs(GROUPS[kind]) do group[#group + 1] = k .. ':' .. name end
+      redis.call('HDEL', roll, unpack(group))
     end
   end
 end
@@ -291,6 +317,8 @@ local function add(b, f, v, kind, to_roll)
       redis.call('HINCRBY', k, f, v)
     elseif kind == 'f' then
       redis.call('HINCRBYFLOAT', k, f, v)
+    elseif kind == 't' then
+      redis.call('HSET', k, f, v)
     else
       add_bins(k, f, v, 1)
     end
@@ -335,6 +363,10 @@ for _ = 1, tonumber(ARGV[10]) do
   end
   i = i + 6
 end
+for _ = 1, tonumber(ARGV[i] or '0') do
+  add(tonumber(ARGV[i + 1]), ARGV[i + 2], ARGV[i + 4], ARGV[i + 3], true)
+  i = i + 4
+end
 local trimmed = redis.call('HGET', KEYS[4], 'trimmed')
 if trimmed and tonumber(trimmed) > 0 then
   redis.call('HINCRBY', KEYS[4], 'trimmed', -tonumber(trimmed))
@@ -359,6 +391,7 @@ if ARGV[2] ~= '' then
 end
 return 1
 """
+)
 
 # Read minute buckets for the archive, with their dirty marks, in one atomic step.
 # KEYS: dirty hash. ARGV: shard key base, minutes...

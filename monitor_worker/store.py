@@ -36,11 +36,20 @@ from .keys import (
     bucket_ttl_s,
 )
 from .windows import (
+    CACHE,
+    DB,
+    FIELD_TYPES,
+    QUERIES,
+    RATIOS,
+    TASK_QUEUES,
+    TASKS,
+    VALUES,
     ApiAcc,
     Delta,
     Window,
     bucket_of,
     cap_names,
+    cap_sections,
     fold,
     format_bins,
     window_start,
@@ -175,6 +184,40 @@ class DrainResult:
     held: str | None = None  # the batch claimed and left unapplied (``stop_after_claim``)
 
 
+# section -> (admitted-names group, the Settings field of its cap); requests' query counts
+# share the endpoints' group
+_CAPS = {
+    TASKS: ("tasks", "max_tasks"),
+    TASK_QUEUES: ("task_queues", "max_aliases"),
+    DB: ("db", "max_aliases"),
+    CACHE: ("cache", "max_aliases"),
+    VALUES: ("metrics", "max_metrics"),
+    RATIOS: ("metrics", "max_metrics"),
+    QUERIES: ("endpoints", "max_endpoints"),
+}
+
+
+def _names_by_group(delta: Delta) -> dict[str, set[str]]:
+    """The names of the delta per capped group (endpoints: of requests and query counts)."""
+    groups: dict[str, set[str]] = {"endpoints": {ep for _, ep in delta.api}}
+    for _, head, name in delta.stats:
+        groups.setdefault(_CAPS[head][0], set()).add(name)
+    return groups
+
+
+def _cap_all(
+    delta: Delta, refused: dict[str, set[str]], refused_reasons: set[str], now: float
+) -> None:
+    """Fold every name a cap refused (``refused``: group -> names) into ``__other__``."""
+    cap_names(delta, refused.get("endpoints", set()), refused_reasons, now)
+    cap_sections(delta, {h: refused.get(g, set()) for h, (g, _) in _CAPS.items()}, now)
+
+
+def _stat_value(kind: str, value: Any) -> Any:
+    t = FIELD_TYPES[kind]
+    return format_bins(value) if t == "h" else repr(value) if t == "f" else value
+
+
 def _acc_fields(acc: ApiAcc, bins: str) -> list[Any]:
     """An endpoint's statistics as APPLY reads them: count, errors, sum, at-or-below, bins."""
     return [acc.count, acc.errors, repr(acc.sum_s), acc.at_or_below, bins]
@@ -209,8 +252,12 @@ def _records(delta: Delta, start: int) -> list[Any]:
     roll: list[Any] = []
     for endpoint, (total, parts) in summed.items():
         roll += [endpoint, *_acc_fields(total, ",".join(parts))]
+    sections: list[Any] = []
+    for (bucket, _, name), stats in delta.stats.items():
+        for kind, value in stats.items():
+            sections += [bucket, f"{kind}:{name}", FIELD_TYPES[kind], _stat_value(kind, value)]
     counts = [len(delta.api), len(delta.pay), len(delta.counters), len(summed)]
-    return [*counts, TOTALS_TTL_S, *api, *pay, *counters, *roll]
+    return [*counts, TOTALS_TTL_S, *api, *pay, *counters, *roll, len(sections) // 4, *sections]
 
 
 class Aggregator:
@@ -221,7 +268,7 @@ class Aggregator:
         self.settings = settings
         self.keys = Keys(settings.key_prefix, settings.shards)
         self.scripts = Scripts.of(client)
-        self._admitted_endpoints: set[str] = set()
+        self._admitted: dict[str, set[str]] = {}  # group -> names known admitted
         self._admitted_reasons: set[str] = set()
 
     def drain(
@@ -288,16 +335,20 @@ class Aggregator:
             threshold_s=s.api_response_threshold,
             oldest_bucket=bucket_of(now) - bucket_ttl_s(s.window_s) // 60 + 1,
         )
-        refused_endpoints = self._admit(
-            {ep for _, ep in delta.api},
-            self._admitted_endpoints,
-            self.keys.endpoints,
-            s.max_endpoints,
-        )
+        caps = {group: getattr(s, field) for group, field in _CAPS.values()}
+        refused = {
+            group: self._admit(
+                names,
+                self._admitted.setdefault(group, set()),
+                self.keys.admitted(group),
+                caps[group],
+            )
+            for group, names in _names_by_group(delta).items()
+        }
         refused_reasons = self._admit(
             {r for _, r in delta.pay}, self._admitted_reasons, self.keys.reasons, s.max_reasons
         )
-        cap_names(delta, refused_endpoints, refused_reasons, now)
+        _cap_all(delta, refused, refused_reasons, now)
         return delta
 
     def _admit(self, names: set[str], known: set[str], key: str, cap: int) -> set[str]:
@@ -384,12 +435,12 @@ def read_window(client: Client, settings: Settings, now: float) -> WindowRead:
         pending += raw
     if end >= real_bucket and trimmed:  # trimmed now, counted in a bucket by the next APPLY
         window.counters["trimmed"] = window.counters.get("trimmed", 0) + trimmed
-    admitted = {m.decode() for m in client.smembers(keys.endpoints)}
+    admitted = _admitted(client, keys)
     delta = _pending_delta(client, keys, pending, settings, now, start, admitted)
     if delta is not None:
         window.add_delta(delta, start, end)
     pending_total = unread + sum(element_count(e) for e in pending)
-    return WindowRead(window, pending_total, unread, len(admitted))
+    return WindowRead(window, pending_total, unread, len(admitted["endpoints"]))
 
 
 @dataclass
@@ -458,6 +509,18 @@ def read_totals(client: Client, settings: Settings) -> dict[str, dict[str, int]]
     return out
 
 
+def _admitted(client: Client, keys: Keys) -> dict[str, set[str]]:
+    """The admitted names of every capped group (endpoints, tasks, metrics, ...)."""
+    groups = sorted({group for group, _ in _CAPS.values()})
+    pipe = client.pipeline(transaction=False)
+    for group in groups:
+        pipe.smembers(keys.admitted(group))
+    return {
+        group: {m.decode() for m in names}
+        for group, names in zip(groups, pipe.execute(), strict=True)
+    }
+
+
 def _refused(names: set[str], admitted: set[str], cap: int) -> set[str]:
     """The names a cap would refuse, admitting new ones in order while there is room."""
     room = max(0, cap - len(admitted))
@@ -477,13 +540,14 @@ def _pending_delta(
     settings: Settings,
     now: float,
     start: int,
-    admitted: set[str] | None = None,
+    admitted: dict[str, set[str]] | None = None,
 ) -> Delta | None:
-    """Raw events not aggregated yet, folded as an aggregator would (caps included)."""
+    """Raw events not aggregated yet, folded as an aggregator would (caps included);
+    ``admitted``: the names each capped group admitted (read here when not given)."""
     if not entries:
         return None
     if admitted is None:
-        admitted = {m.decode() for m in client.smembers(keys.endpoints)}
+        admitted = _admitted(client, keys)
     reasons = {m.decode() for m in client.smembers(keys.reasons)}
     # Clamp future stamps to the real clock, not to a past ``now``, so that events after a
     # past window's end stay outside it.
@@ -495,11 +559,13 @@ def _pending_delta(
         threshold_s=settings.api_response_threshold,
         oldest_bucket=start,
     )
-    cap_names(
-        delta,
-        _refused({ep for _, ep in delta.api}, admitted, settings.max_endpoints),
-        _refused({r for _, r in delta.pay}, reasons, settings.max_reasons),
-        fold_now,
+    caps = {group: getattr(settings, field) for group, field in _CAPS.values()}
+    refused = {
+        group: _refused(names, admitted[group], caps[group])
+        for group, names in _names_by_group(delta).items()
+    }
+    _cap_all(
+        delta, refused, _refused({r for _, r in delta.pay}, reasons, settings.max_reasons), fold_now
     )
     delta.counters.pop((bucket_of(fold_now), "too_old"), None)
     return delta

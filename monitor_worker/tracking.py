@@ -20,17 +20,27 @@ import uuid
 import weakref
 from collections import deque
 from collections.abc import Callable
+from contextvars import ContextVar, Token
 from typing import Any
 
 from .config import Settings
 from .events import (
+    MAX_COUNT,
+    MAX_METRIC_VALUE,
     MAX_RESPONSE_TIME_S,
+    TASK_OUTCOMES,
     check_api,
+    check_count,
+    check_flag,
+    check_metric,
     check_payment,
+    check_query,
+    check_task,
     check_timestamp,
     encode_chunk,
     encode_overflow_block,
     encode_runs,
+    task_name,
 )
 from .keys import shard_of
 from .store import REDIS_ERRORS, Client, Scripts, connect, describe_error, push_batches
@@ -112,8 +122,12 @@ class Tracker:
         status_code: int,
         *,
         timestamp: float | None = None,
+        queries: int | None = None,
     ) -> None:
-        """Record one API request (seconds, HTTP status). Raises only on bad arguments."""
+        """Record one API request (seconds, HTTP status). Raises only on bad arguments.
+
+        ``queries``: the database queries the request ran (``QueryScope.queries``), where a
+        database hook is installed."""
         if not (
             type(endpoint) is str
             and 0 < len(endpoint) <= 200
@@ -126,6 +140,8 @@ class Tracker:
             endpoint, response_time, status_code = check_api(endpoint, response_time, status_code)
         ts = _time() if timestamp is None else check_timestamp(timestamp)
         self._append(("a", ts, endpoint, response_time, status_code))
+        if queries is not None:
+            self._append(("n", ts, endpoint, check_count(queries, "queries")))
 
     def track_payment_failure(
         self, reason: str, amount: Any, *, timestamp: float | None = None
@@ -134,6 +150,95 @@ class Tracker:
         reason, amount_f = check_payment(reason, amount)
         ts = _time() if timestamp is None else check_timestamp(timestamp)
         self._append(("p", ts, reason, amount_f))
+
+    def track_task(
+        self,
+        task: str,
+        outcome: str,
+        *,
+        runtime: float | None = None,
+        queue_wait: float | None = None,
+        queue: str | None = None,
+        timestamp: float | None = None,
+    ) -> None:
+        """Record one attempt of a Celery task: ``outcome`` ``"s"`` (success), ``"f"``
+        (failure) or ``"r"`` (retry); runtime and queue wait in seconds, None where unknown.
+        The Celery integration calls this; ``queue`` is the routing key it came from."""
+        name, outcome, rt, wait, q = check_task(task, outcome, runtime, queue_wait, queue)
+        ts = _time() if timestamp is None else check_timestamp(timestamp)
+        self._append(
+            ("t", ts, task_name(name, q), TASK_OUTCOMES[outcome], _nan_for(rt), _nan_for(wait))
+        )
+
+    def track_query(
+        self, alias: str, duration: float, *, ok: bool = True, timestamp: float | None = None
+    ) -> None:
+        """Record one database query of ``alias`` (seconds; ``ok=False``: it raised) and count
+        it in the open ``QueryScope``. The database integrations call this."""
+        if not (
+            type(alias) is str
+            and 0 < len(alias) <= 200
+            and alias.isascii()
+            and type(duration) is float
+            and 0 <= duration <= MAX_RESPONSE_TIME_S
+            and type(ok) is bool
+        ):
+            alias, duration, ok = check_query(alias, duration, ok)
+        ts = _time() if timestamp is None else check_timestamp(timestamp)
+        self._append(("d", ts, alias, duration, 1 if ok else 0))
+        scope = _SCOPE.get()
+        if scope is not None:
+            scope.queries += 1
+
+    def track_cache(self, name: str, hit: bool, *, timestamp: float | None = None) -> None:
+        """Record one cache lookup of cache ``name``: ``hit`` is True when the key was there
+        (whatever its value)."""
+        self.track_cache_lookups(name, 1, 1 if check_flag(hit, "hit") else 0, timestamp=timestamp)
+
+    def track_cache_lookups(
+        self, name: str, lookups: int, hits: int, *, timestamp: float | None = None
+    ) -> None:
+        """Record one call that looked up ``lookups`` keys of cache ``name``, ``hits`` found."""
+        if not (
+            type(name) is str
+            and 0 < len(name) <= 200
+            and name.isascii()
+            and type(lookups) is int
+            and type(hits) is int
+            and 0 <= hits <= lookups <= MAX_COUNT
+        ):
+            lookups = check_count(lookups, "lookups")
+            if check_count(hits, "hits") > lookups:
+                raise ValueError(f"hits must be at most lookups ({lookups}) (got {hits})")
+            name, _ = check_metric(name, 0)
+        ts = _time() if timestamp is None else check_timestamp(timestamp)
+        self._append(("k", ts, name, lookups, hits))
+
+    def track_metric(self, name: str, value: float, *, timestamp: float | None = None) -> None:
+        """Record one value of the custom metric ``name`` (finite, >= 0): its window shows
+        count, average, P95 and maximum.
+
+        Usage: ``metrics_monitor.track_metric("checkout.basket_size", 3)``"""
+        if not (
+            type(name) is str
+            and 0 < len(name) <= 200
+            and name.isascii()
+            and (type(value) is float or type(value) is int)
+            and 0 <= value <= MAX_METRIC_VALUE
+        ):
+            name, value = check_metric(name, value)
+        ts = _time() if timestamp is None else check_timestamp(timestamp)
+        self._append(("v", ts, name, float(value)))
+
+    def track_event(self, name: str, ok: bool, *, timestamp: float | None = None) -> None:
+        """Record one success (``ok=True``) or failure of the custom event ``name``: its window
+        shows count, successes and success rate.
+
+        Usage: ``metrics_monitor.track_event("email.sent", ok=False)``"""
+        name, _ = check_metric(name, 0)
+        ok = check_flag(ok, "ok")
+        ts = _time() if timestamp is None else check_timestamp(timestamp)
+        self._append(("r", ts, name, 1 if ok else 0))
 
     def _append(self, item: Item) -> None:
         """Buffer one event (the oldest goes, counted, when the buffer is full)."""
@@ -327,6 +432,42 @@ class Tracker:
 
     def _after_fork_in_child(self) -> None:
         self._reset()
+
+
+class QueryScope:
+    """Counts the database queries tracked while it is open, in this context and every thread
+    or task that inherits it (a Django view run by ``sync_to_async`` under ASGI).
+
+    Usage (what a request middleware does)::
+
+        with QueryScope() as scope:
+            response = handle(request)
+        metrics_monitor.track_api_request(endpoint, elapsed, status, queries=scope.queries)
+    """
+
+    __slots__ = ("_token", "queries")
+    hooked = False  # True once a database hook (Django's app entry, SQLAlchemy) is installed
+
+    def __init__(self) -> None:
+        self.queries = 0
+        self._token: Token[QueryScope | None] | None = None
+
+    def __enter__(self) -> QueryScope:
+        self._token = _SCOPE.set(self)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._token is not None:
+            _SCOPE.reset(self._token)
+            self._token = None
+
+
+_SCOPE: ContextVar[QueryScope | None] = ContextVar("monitor_worker_query_scope", default=None)
+
+
+def _nan_for(value: float | None) -> float:
+    """A value column's entry: NaN where the value is unknown."""
+    return math.nan if value is None else value
 
 
 def _flush_at_exit(ref: weakref.ReferenceType[Tracker]) -> None:

@@ -24,14 +24,27 @@ from .config import BUCKET_S
 from .events import (
     API,
     MAX_AMOUNT,
+    MAX_COUNT,
+    MAX_METRIC_VALUE,
     MAX_RESPONSE_TIME_S,
     OVERFLOW,
     PAYMENT,
+    QUERY,
+    RATIO,
+    TASK,
+    VALUE,
     chunk_blocks,
     decode_runs,
     element_count,
     element_lines,
     overflow_count,
+    split_task_name,
+)
+from .events import (
+    CACHE as CACHE_KIND,
+)
+from .events import (
+    QUERIES as QUERIES_KIND,
 )
 
 log = logging.getLogger("monitor_worker.windows")
@@ -110,6 +123,67 @@ def quantile(bins: Mapping[int, int], q: float) -> float | None:
     return bin_value(max(bins))
 
 
+# The kinds beyond requests and payments are stored as plain hash fields ``<kind>:<name>``,
+# grouped in sections. Each section is named by its head field, a count that is > 0 wherever
+# the name has data in the section (when it drops to 0 in the roll, the name's other fields of
+# the section go with it). Field types: i (a count), f (a float sum), h (sketch bins),
+# t (a text; the newest wins, and it is never subtracted).
+TASKS, TASK_QUEUES, DB, CACHE, VALUES, RATIOS, QUERIES = "tn", "un", "dn", "kl", "vn", "rn", "qn"
+SECTIONS: dict[str, dict[str, str]] = {
+    # task attempts: events, runs, failures, retries, runtime sum and bins, waits, wait sum
+    # and bins, the queue of the newest attempt
+    TASKS: {
+        "tn": "i", "tr": "i", "tf": "i", "ty": "i", "tt": "f", "th": "h",
+        "tw": "i", "tx": "f", "tb": "h", "tq": "t",
+    },
+    # per queue the tasks were delivered from: events, runs, waits, wait sum and bins
+    TASK_QUEUES: {"un": "i", "ur": "i", "uw": "i", "ux": "f", "ub": "h"},
+    # per database alias: queries, errors, time sum and bins
+    DB: {"dn": "i", "de": "i", "ds": "f", "dh": "h"},
+    # per cache alias: lookups (keys looked up), hits
+    CACHE: {"kl": "i", "kh": "i"},
+    # custom value metrics: count, sum, bins; custom ratio metrics: count, successes
+    VALUES: {"vn": "i", "vs": "f", "vh": "h"},
+    RATIOS: {"rn": "i", "ro": "i"},
+    # per endpoint, of requests tracked with a query count: requests, queries, bins
+    QUERIES: {"qn": "i", "qs": "i", "qh": "h"},
+}  # fmt: skip
+FIELD_TYPES = {kind: t for fields_ in SECTIONS.values() for kind, t in fields_.items()}
+HEAD_OF_FIELD = {kind: head for head, fields_ in SECTIONS.items() for kind in fields_}
+
+Stats = dict[str, Any]  # field kind -> int | float | bins | str, of one name in one section
+
+
+def merge_stats(into: Stats, other: Mapping[str, Any], sign: int = 1) -> None:
+    """Add (or subtract) ``other``'s fields into ``into``; text fields are replaced (only when
+    adding)."""
+    for kind, value in other.items():
+        t = FIELD_TYPES[kind]
+        if t == "h":
+            bins = into.setdefault(kind, {})
+            for i, n in value.items():
+                bins[i] = bins.get(i, 0) + sign * n
+        elif t == "t":
+            if sign > 0:
+                into[kind] = value
+        else:
+            into[kind] = into.get(kind, 0) + sign * value
+
+
+def _add_value(stats: Stats, total: str, bins_kind: str, value: float) -> None:
+    """One value into a distribution's sum and sketch fields."""
+    stats[total] = stats.get(total, 0) + value
+    bins = stats.setdefault(bins_kind, {})
+    b = bin_of(value)
+    bins[b] = bins.get(b, 0) + 1
+
+
+def _observe(stats: Stats, count: str, total: str, bins_kind: str, value: float) -> None:
+    """One value into a distribution's count, sum and sketch fields."""
+    stats[count] = stats.get(count, 0) + 1
+    _add_value(stats, total, bins_kind, value)
+
+
 @dataclass
 class ApiAcc:
     """Request statistics of one endpoint over some buckets."""
@@ -154,10 +228,22 @@ class Delta:
     api: dict[tuple[int, str], ApiAcc] = field(default_factory=dict)
     pay: dict[tuple[int, str], PayAcc] = field(default_factory=dict)
     counters: dict[tuple[int, str], int] = field(default_factory=dict)
+    # (bucket, section head, name) -> fields, of the kinds beyond requests and payments
+    stats: dict[tuple[int, str, str], Stats] = field(default_factory=dict)
     events: int = 0
 
     def count(self, bucket: int, name: str, n: int = 1) -> None:
         self.counters[bucket, name] = self.counters.get((bucket, name), 0) + n
+
+    def section(self, bucket: int, head: str, name: str) -> Stats:
+        """The fields of ``name`` in section ``head`` of ``bucket`` (counted as one event)."""
+        self.events += 1
+        key = (bucket, head, name)
+        found = self.stats.get(key)
+        if found is None:
+            found = self.stats[key] = {head: 0}
+        found[head] += 1
+        return found
 
 
 def fold(
@@ -224,6 +310,10 @@ class _Folder:
         self.block_folders: dict[str, Callable[..., None]] = {
             API: self.api,
             PAYMENT: self.payment,
+            **{
+                kind: _bound(self.named_events, name_of, fold_event)
+                for kind, (name_of, fold_event) in _EVENT_FOLDERS.items()
+            },
         }
 
     def name(self, raw: bytes) -> str | None:
@@ -417,6 +507,35 @@ class _Folder:
                 pay.amount += amount
             at += n
 
+    def named_events(
+        self,
+        name_of: Callable[[bytes], Any],
+        fold_event: Callable[..., None],
+        names: Sequence[bytes],
+        counts: Runs,
+        ts: Sequence[float],
+        *columns: Sequence[Any],
+    ) -> None:
+        """The kinds beyond requests and payments, event by event: ``name_of`` decodes a
+        run's name once (None: malformed), ``fold_event`` checks and folds one event."""
+        at = 0
+        for name_b, n in zip(names, counts, strict=True):
+            name, end = name_of(name_b), at + n
+            for i in range(at, end):
+                t = ts[i]
+                if name is None or not 0.0 < t < 1e11:
+                    self.malformed += 1
+                    continue
+                bucket = self.bucket(t)
+                if bucket < self.oldest_bucket:
+                    self.delta.count(self.now_bucket, "too_old")
+                    continue
+                try:
+                    fold_event(self.delta, bucket, name, *(column[i] for column in columns))
+                except ValueError:
+                    self.malformed += 1
+            at = end
+
     def overflow(self, count: int) -> None:
         if not 0 <= count <= MAX_OVERFLOW_COUNT:
             raise ValueError("overflow count out of range")
@@ -496,6 +615,109 @@ def _name_of(raw: bytes) -> str | None:
     return name
 
 
+def _bound(method: Callable[..., None], *first: Any) -> Callable[..., None]:
+    def bound(*rest: Any) -> None:
+        method(*first, *rest)
+
+    return bound
+
+
+def _in_range(value: float, limit: float) -> float:
+    """``value`` when it is within 0..limit (NaN is not), else ValueError."""
+    if not 0.0 <= value <= limit:
+        raise ValueError("out of range")
+    return value
+
+
+def _task_of(raw: bytes) -> tuple[str, str] | None:
+    """(task, queue) of a task attempt's run name (``events.task_name``); None: not one."""
+    try:
+        task, queue = split_task_name(raw.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError):
+        return None
+    if not 0 < len(task) <= 200 or len(queue) > 200:
+        return None
+    return task, queue
+
+
+def _fold_task(
+    delta: Delta, bucket: int, name: tuple[str, str], outcome: int, runtime: float, wait: float
+) -> None:
+    if outcome not in (0, 1, 2):
+        raise ValueError("bad outcome")
+    for value in (runtime, wait):
+        if not math.isnan(value):
+            _in_range(value, MAX_RESPONSE_TIME_S)
+    task, queue = name
+    stats = delta.section(bucket, TASKS, task)
+    per_queue = delta.section(bucket, TASK_QUEUES, queue) if queue else {}
+    if queue:
+        stats["tq"] = queue
+        delta.events -= 1  # one event, in two sections
+    if outcome == 2:
+        stats["ty"] = stats.get("ty", 0) + 1
+    else:
+        stats["tr"] = stats.get("tr", 0) + 1
+        per_queue["ur"] = per_queue.get("ur", 0) + 1
+        if outcome == 1:
+            stats["tf"] = stats.get("tf", 0) + 1
+        if not math.isnan(runtime):
+            _add_value(stats, "tt", "th", runtime)
+    if not math.isnan(wait):
+        _observe(stats, "tw", "tx", "tb", wait)
+        if queue:
+            _observe(per_queue, "uw", "ux", "ub", wait)
+
+
+def _fold_query(delta: Delta, bucket: int, alias: str, duration: float, ok: int) -> None:
+    _in_range(duration, MAX_RESPONSE_TIME_S)
+    if ok not in (0, 1):
+        raise ValueError("bad ok")
+    stats = delta.section(bucket, DB, alias)
+    _add_value(stats, "ds", "dh", duration)
+    if not ok:
+        stats["de"] = stats.get("de", 0) + 1
+
+
+def _fold_cache(delta: Delta, bucket: int, alias: str, lookups: int, hits: int) -> None:
+    if not 0 <= hits <= lookups <= MAX_COUNT:
+        raise ValueError("out of range")
+    if lookups:  # a call that looked up no key counts nothing
+        stats = delta.section(bucket, CACHE, alias)
+        stats[CACHE] += lookups - 1  # the head counts keys looked up, not calls
+        stats["kh"] = stats.get("kh", 0) + hits
+
+
+def _fold_value(delta: Delta, bucket: int, name: str, value: float) -> None:
+    _add_value(delta.section(bucket, VALUES, name), "vs", "vh", _in_range(value, MAX_METRIC_VALUE))
+
+
+def _fold_ratio(delta: Delta, bucket: int, name: str, ok: int) -> None:
+    if ok not in (0, 1):
+        raise ValueError("bad ok")
+    stats = delta.section(bucket, RATIOS, name)
+    stats["ro"] = stats.get("ro", 0) + ok
+
+
+def _fold_queries(delta: Delta, bucket: int, endpoint: str, queries: int) -> None:
+    if not 0 <= queries <= MAX_COUNT:
+        raise ValueError("out of range")
+    stats = delta.section(bucket, QUERIES, endpoint)
+    delta.events -= 1  # part of its request, not an event of its own
+    _add_value(stats, "qs", "qh", queries)
+
+
+# kind -> (decoder of a run's raw name, folder of one event of it)
+_EVENT_FOLDERS: dict[str, tuple[Callable[[bytes], Any], Callable[..., None]]] = {
+    TASK: (_task_of, _fold_task),
+    QUERY: (_name_of, _fold_query),
+    CACHE_KIND: (_name_of, _fold_cache),
+    VALUE: (_name_of, _fold_value),
+    RATIO: (_name_of, _fold_ratio),
+    QUERIES_KIND: (_name_of, _fold_queries),
+}
+
+
 def cap_names(
     delta: Delta, refused_endpoints: set[str], refused_reasons: set[str], now: float
 ) -> None:
@@ -520,6 +742,20 @@ def cap_names(
         delta.count(bucket_of(now), "reasons_folded", reasons_folded)
 
 
+def cap_sections(delta: Delta, refused: Mapping[str, set[str]], now: float) -> None:
+    """Fold refused names of the sections (head -> names over its cap) into ``__other__``."""
+    folded = 0
+    for key in [k for k in delta.stats if k[2] in refused.get(k[1], ())]:
+        stats = delta.stats.pop(key)
+        folded += stats[key[1]]
+        merge_stats(delta.stats.setdefault((key[0], key[1], OTHER), {}), stats)
+    for (_, head, _), stats in delta.stats.items():
+        if head == TASKS and stats.get("tq") in refused.get(TASK_QUEUES, ()):
+            stats["tq"] = OTHER
+    if folded:
+        delta.count(bucket_of(now), "folded", folded)
+
+
 @dataclass
 class Window:
     """Statistics of one window, merged over shards; turned into the summary's sections."""
@@ -527,6 +763,12 @@ class Window:
     api: dict[str, ApiAcc] = field(default_factory=dict)
     pay: dict[str, PayAcc] = field(default_factory=dict)
     counters: dict[str, int] = field(default_factory=dict)
+    stats: dict[str, dict[str, Stats]] = field(default_factory=dict)  # section -> name -> fields
+
+    def section(self, head: str) -> dict[str, Stats]:
+        """The live names of one section (head count > 0), sorted."""
+        found = self.stats.get(head, {})
+        return {n: found[n] for n in sorted(found) if found[n].get(head, 0) > 0}
 
     def add_fields(self, fields: Mapping[bytes, bytes], sign: int = 1) -> None:
         """Add (or subtract) a bucket or roll hash as stored by the store's scripts."""
@@ -536,7 +778,18 @@ class Window:
             if not name_b or kind == b"_":
                 continue
             name = names[name_b]
-            if kind == b"x":
+            t = FIELD_TYPES.get(kind.decode("ascii", "replace"))
+            if t is not None:
+                k = kind.decode()
+                stats = self.stats.setdefault(HEAD_OF_FIELD[k], {}).setdefault(name, {})
+                if t == "h":
+                    value: Any = parse_bins(raw_value)
+                elif t == "t":
+                    value = raw_value.decode("utf-8", "replace")
+                else:
+                    value = int(raw_value) if t == "i" else float(raw_value)
+                merge_stats(stats, {k: value}, sign)
+            elif kind == b"x":
                 self.counters[name] = self.counters.get(name, 0) + sign * int(raw_value)
             elif kind in (b"pc", b"pa"):
                 pay = self.pay.get(name)
@@ -574,14 +827,92 @@ class Window:
         for (bucket, name), n in delta.counters.items():
             if first_bucket <= bucket <= last_bucket:
                 self.counters[name] = self.counters.get(name, 0) + n
+        for (bucket, head, name), stats in delta.stats.items():
+            if first_bucket <= bucket <= last_bucket:
+                merge_stats(self.stats.setdefault(head, {}).setdefault(name, {}), stats)
 
     def api_section(self) -> dict[str, dict[str, Any]]:
         section: dict[str, dict[str, Any]] = {}
+        queries = self.section(QUERIES)
         for endpoint in sorted(self.api):
             acc = self.api[endpoint]
             if acc.count > 0:
                 section[endpoint] = acc.stats()
+                q = queries.get(endpoint)
+                if q is not None:
+                    section[endpoint]["avg_queries"] = q.get("qs", 0) / q[QUERIES]
+                    section[endpoint]["p95_queries"] = _p95(q, "qh")
         return section
+
+    def tasks_section(self) -> dict[str, dict[str, Any]]:
+        section = {}
+        for name, t in self.section(TASKS).items():
+            runs, failures = t.get("tr", 0), t.get("tf", 0)
+            section[name] = {
+                "runs": runs,
+                "failures": failures,
+                "failure_rate": 100.0 * failures / runs if runs > 0 else 0.0,
+                "retries": t.get("ty", 0),
+                "avg_runtime": _avg(t, "tt", "tr"),
+                "p95_runtime": _p95(t, "th"),
+                "avg_queue_wait": _avg(t, "tx", "tw"),
+                "p95_queue_wait": _p95(t, "tb"),
+                "queue": t.get("tq"),
+            }
+        return section
+
+    def task_queues_section(self) -> dict[str, dict[str, Any]]:
+        return {
+            queue: {
+                "tasks": q.get("ur", 0),
+                "avg_queue_wait": _avg(q, "ux", "uw"),
+                "p95_queue_wait": _p95(q, "ub"),
+            }
+            for queue, q in self.section(TASK_QUEUES).items()
+        }
+
+    def db_section(self) -> dict[str, dict[str, Any]]:
+        return {
+            alias: {
+                "queries": d[DB],
+                "errors": d.get("de", 0),
+                "avg_query_time": _avg(d, "ds", DB),
+                "p95_query_time": _p95(d, "dh"),
+            }
+            for alias, d in self.section(DB).items()
+        }
+
+    def cache_section(self) -> dict[str, dict[str, Any]]:
+        return {
+            alias: {
+                "lookups": c[CACHE],
+                "hits": c.get("kh", 0),
+                "hit_rate": 100.0 * c.get("kh", 0) / c[CACHE],
+            }
+            for alias, c in self.section(CACHE).items()
+        }
+
+    def metrics_section(self) -> dict[str, dict[str, Any]]:
+        """Custom metrics; a name recorded both as a value and as an event shows as a value."""
+        section: dict[str, dict[str, Any]] = {}
+        for name, r in self.section(RATIOS).items():
+            ok = r.get("ro", 0)
+            section[name] = {
+                "kind": "ratio",
+                "count": r[RATIOS],
+                "ok": ok,
+                "ok_rate": 100.0 * ok / r[RATIOS],
+            }
+        for name, v in self.section(VALUES).items():
+            bins = {i: n for i, n in v.get("vh", {}).items() if n > 0}
+            section[name] = {
+                "kind": "value",
+                "count": v[VALUES],
+                "avg": _avg(v, "vs", VALUES),
+                "p95": quantile(bins, 0.95),
+                "max": bin_value(max(bins)) if bins else None,
+            }
+        return dict(sorted(section.items()))
 
     def payments_section(self) -> dict[str, Any]:
         live = {r: p for r, p in self.pay.items() if p.count > 0}
@@ -610,6 +941,11 @@ class Window:
             "window_seconds": window_s,
             "api": self.api_section(),
             "payments": self.payments_section(),
+            "tasks": self.tasks_section(),
+            "task_queues": self.task_queues_section(),
+            "db": self.db_section(),
+            "cache": self.cache_section(),
+            "metrics": self.metrics_section(),
             "celery": dict(celery or {}),
             "queue_broker": queue_broker,
             "pending_events": pending_events,
@@ -627,6 +963,15 @@ class Window:
             "raw_trimmed": c.get("trimmed", 0),
             "too_old": c.get("too_old", 0),
         }
+
+
+def _avg(stats: Stats, total: str, count: str) -> float | None:
+    n = stats.get(count, 0)
+    return stats.get(total, 0) / n if n > 0 else None
+
+
+def _p95(stats: Stats, bins_kind: str) -> float | None:
+    return quantile({i: n for i, n in stats.get(bins_kind, {}).items() if n > 0}, 0.95)
 
 
 class _NameCache(dict[bytes, str]):

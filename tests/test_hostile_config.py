@@ -54,6 +54,7 @@ FREE_TEXT = {
     "MONITOR_ENVIRONMENT",
     "MONITOR_ENDPOINTS",
     "MONITOR_WEB_ALLOWED_HOSTS",
+    "MONITOR_RULES_FILE",  # a path; the file itself is checked by the worker and the CLI
 }
 # Values the type accepts but the field cannot hold; -1 is out of range for every number read.
 OUT_OF_RANGE = {
@@ -62,6 +63,7 @@ OUT_OF_RANGE = {
     "MONITOR_WINDOW_SECONDS": ["59", str(10**20)],
     "MONITOR_AGGREGATE_BATCH": [str(2**63)],
     "MONITOR_WEB_CACHE_SECONDS": ["3601"],
+    "MONITOR_CACHE_HIT_RATE_MIN": ["100.5"],
     "MONITOR_HISTORY_MINUTES_RETENTION": ["1h", "4000d"],
     "MONITOR_HISTORY_HOURS_RETENTION": ["1h", "4000d"],
 }

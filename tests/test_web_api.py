@@ -35,7 +35,9 @@ from .web_server import (
     ERROR_ENDPOINT,
     MEASURED_QUEUE,
     SLOW_ENDPOINT,
+    TASK,
     XSS_ENDPOINT,
+    XSS_METRIC,
     WebServer,
     env_for,
 )
@@ -80,6 +82,9 @@ def test_summary_is_the_monitor_summary_with_generated_at(
     assert body["api"][XSS_ENDPOINT]["total_requests"] == 40
     assert body["celery"][MEASURED_QUEUE]["length"] == 150
     assert body["reasons_folded"] == 0 and body["endpoints_folded"] == 0
+    for section in ("tasks", "task_queues", "db", "cache", "metrics"):
+        assert body[section] == expected[section], section
+    assert body["tasks"][TASK]["runs"] == 12 and body["cache"]["sessions"]["hit_rate"] == 70.0
 
 
 def test_summary_of_a_past_window(http: requests.Session, web: WebServer) -> None:
@@ -403,6 +408,34 @@ GAUGES = {
     "monitor_outbox_depth": set(),
     "monitor_pending_events": set(),
     "monitor_heartbeat_age_seconds": {"process"},
+    **{
+        f"monitor_task_{name}": {"task"}
+        for name in (
+            "runs",
+            "failures",
+            "retries",
+            "failure_ratio",
+            "runtime_avg_seconds",
+            "runtime_p95_seconds",
+            "wait_avg_seconds",
+            "wait_p95_seconds",
+        )
+    },
+    **{
+        f"monitor_task_queue_{name}": {"queue"}
+        for name in ("runs", "wait_avg_seconds", "wait_p95_seconds")
+    },
+    **{
+        f"monitor_db_{name}": {"alias"}
+        for name in ("queries", "query_errors", "query_time_avg_seconds", "query_time_p95_seconds")
+    },
+    **{f"monitor_cache_{name}": {"alias"} for name in ("lookups", "hits", "hit_ratio")},
+    **{
+        f"monitor_metric_{name}": {"name"}
+        for name in ("count", "avg", "p95", "max", "ok", "ok_ratio")
+    },
+    "monitor_window_queries_avg": {"endpoint"},
+    "monitor_window_queries_p95": {"endpoint"},
 }
 
 
@@ -434,6 +467,33 @@ def test_metrics_names_types_and_labels(http: requests.Session, web: WebServer) 
     queue = {s.labels["queue"]: s.value for s in families["monitor_queue_length"].samples}
     assert queue[MEASURED_QUEUE] == 150
     assert values(families["monitor_alert_deliveries"], "outcome")["sent"] >= 3
+
+
+def gauge(families: dict[str, Any], name: str, label: str) -> dict[str, float]:
+    return {s.labels[label]: s.value for s in families[name].samples}
+
+
+def test_metrics_of_tasks_databases_caches_and_custom_metrics(
+    http: requests.Session, web: WebServer
+) -> None:
+    families = scrape(http, web)
+    assert gauge(families, "monitor_task_runs", "task") == {TASK: 12}
+    assert gauge(families, "monitor_task_retries", "task") == {TASK: 1}
+    assert gauge(families, "monitor_task_failure_ratio", "task")[TASK] == pytest.approx(1 / 12)
+    assert gauge(families, "monitor_task_queue_runs", "queue") == {"billing": 12}
+    assert gauge(families, "monitor_task_wait_p95_seconds", "task")[TASK] == pytest.approx(
+        12.0, rel=0.01
+    )
+    assert gauge(families, "monitor_db_queries", "alias") == {"default": 20}
+    assert gauge(families, "monitor_db_query_errors", "alias") == {"default": 1}
+    assert gauge(families, "monitor_cache_hit_ratio", "alias") == {"sessions": pytest.approx(0.7)}
+    assert gauge(families, "monitor_metric_count", "name") == {
+        "pdf.render_seconds": 4,
+        XSS_METRIC: 1,
+        "email.sent": 2,
+    }
+    assert gauge(families, "monitor_metric_ok_ratio", "name") == {"email.sent": 0.5}
+    assert set(gauge(families, "monitor_metric_p95", "name")) == {"pdf.render_seconds", XSS_METRIC}
 
 
 def test_metrics_counters_are_monotonic_across_scrapes(

@@ -19,7 +19,9 @@ from monitor_worker.monitor import MetricsMonitor
 from .web_server import (
     MEASURED_QUEUE,
     SLOW_ENDPOINT,
+    TASK,
     XSS_ENDPOINT,
+    XSS_METRIC,
     WebServer,
     env_for,
 )
@@ -135,6 +137,19 @@ def test_dashboard_in_chromium(
     heights = {float(p.split(",")[1]) for p in points.split()}
     assert len(points.split()) == 60 and len(heights) > 1
     assert page.locator("#endpoints tbody svg").count() == len(summary["api"])
+
+    # a section per kind; a metric named like a script shown as those characters
+    task_row = page.locator(f'#tasks tr[data-name="{TASK}"]')
+    assert task_row.locator("td").all_inner_texts()[:4] == [TASK, "12", "8.3", "1"]
+    assert "billing" in page.locator("#task-queues").inner_text()
+    assert page.locator('#databases tr[data-name="default"] td').all_inner_texts()[1:3] == [
+        "20",
+        "1",
+    ]
+    assert page.locator('#caches tr[data-name="sessions"] td').all_inner_texts()[3] == "70.0"
+    metric = page.locator("#metrics td.name").filter(has_text="alert(3)")
+    assert metric.inner_text() == XSS_METRIC and page.locator("#metrics script").count() == 0
+    assert "1 ok · 50.0 %" in page.locator('#metrics tr[data-name="email.sent"]').inner_text()
 
     # queues and health
     assert MEASURED_QUEUE in page.locator("#queues").inner_text()

@@ -31,6 +31,8 @@ XSS_ENDPOINT = "<img src=x onerror=alert(1)>"
 SLOW_ENDPOINT = "/api/slow/"
 ERROR_ENDPOINT = "/api/broken/"
 MEASURED_QUEUE = "emails"
+TASK = "billing.charge"
+XSS_METRIC = "<script>alert(3)</script>"
 
 
 def env_for(settings: Settings, **extra: str) -> dict[str, str]:
@@ -129,6 +131,22 @@ def seed_traffic(settings: Settings, *, endpoints: int = 6) -> dict[str, Any]:
     for reason in ("Card declined", "Insufficient funds", "<b>bold</b>"):
         for _ in range(5):
             monitor.track_payment_failure(reason, 1000)
+    # the kinds beyond requests: below their thresholds (1 failure in 12 runs), so no alert
+    for k in range(12):
+        outcome = "f" if k == 0 else "s"
+        monitor.track_task(
+            TASK, outcome, runtime=0.2 + k / 100, queue_wait=1.0 + k, queue="billing"
+        )
+    monitor.track_task(TASK, "r", queue_wait=0.5, queue="billing")
+    for k in range(20):
+        monitor.track_query("default", 0.002 * (k + 1), ok=k != 0)
+    for hit in [True] * 7 + [False] * 3:
+        monitor.track_cache("sessions", hit)
+    for value in (1.0, 2.0, 4.0, 8.0):
+        monitor.track_metric("pdf.render_seconds", value)
+    monitor.track_metric(XSS_METRIC, 1.0)
+    monitor.track_event("email.sent", ok=True)
+    monitor.track_event("email.sent", ok=False)
     assert monitor.flush(10)
     monitor.aggregate()
     for n, length in enumerate((10, 40, 90, 150)):

@@ -178,7 +178,7 @@ class Recorder:
 
     def __init__(self, monitor: MetricsMonitor | None = None) -> None:
         self._monitor = monitor
-        self._track: Callable[[str, float, int], None] | None = None
+        self._track: Callable[..., None] | None = None
         self._rules: Rules | None = None
         self._last_fault_log = -FAULT_LOG_INTERVAL_S
         self.faults = 0
@@ -217,9 +217,11 @@ class Recorder:
         status: object,
         started: float,
         unmatched: tuple[int, ...] = (405,),
+        queries: int | None = None,
     ) -> None:
         """Record one request that began at ``started`` (``time.perf_counter()``) and ends
-        now; ``template(source)`` gives the route template, or None when no route matched."""
+        now; ``template(source)`` gives the route template, or None when no route matched;
+        ``queries``: the database queries it ran, where a database hook counts them."""
         elapsed = _perf() - started
         try:
             rules = self._rules
@@ -232,7 +234,11 @@ class Recorder:
             track = self._track
             if track is None:
                 track = self._track = self.monitor.track_api_request
-            track(name, elapsed if elapsed <= MAX_RESPONSE_TIME_S else MAX_RESPONSE_TIME_S, code)
+            elapsed = elapsed if elapsed <= MAX_RESPONSE_TIME_S else MAX_RESPONSE_TIME_S
+            if queries is None:
+                track(name, elapsed, code)
+            else:
+                track(name, elapsed, code, queries=queries)
         except Exception as exc:
             self.fault(exc)
 

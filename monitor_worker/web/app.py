@@ -324,6 +324,12 @@ class Handlers:
                     "p95_response_time": self.settings.api_response_threshold,
                     "payment_failures": self.settings.payment_failure_threshold,
                     "queue_length": self.settings.celery_queue_threshold,
+                    "task_failure_rate": self.settings.task_failure_rate_threshold,
+                    "min_task_runs": self.settings.min_task_runs,
+                    "task_queue_wait": self.settings.task_wait_threshold,
+                    "db_p95_query_time": self.settings.db_p95_threshold,
+                    "cache_hit_rate_min": self.settings.cache_hit_rate_min,
+                    "min_cache_lookups": self.settings.min_cache_lookups,
                 },
                 "history": dict(
                     zip(

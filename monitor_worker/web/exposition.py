@@ -14,7 +14,8 @@ Usage::
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector, CollectorRegistry
@@ -133,7 +134,129 @@ def _health(views: Views) -> Iterator[Metric]:
     yield from (outbox, ages)
 
 
-SECTIONS: tuple[Section, ...] = (_requests, _window, _queues, _alerts, _health)
+def _gauges(
+    rows: Mapping[str, Mapping[str, Any]],
+    label: str,
+    specs: tuple[tuple[str, str, str, float], ...],
+) -> Iterator[Metric]:
+    """One gauge family per (metric name, help, summary field, scale) over ``rows`` (label
+    value -> its summary entry); a field that is None (nothing to go on) adds no sample."""
+    for name, help_, key, scale in specs:
+        family = GaugeMetricFamily(name, help_, labels=[label])
+        for value_of_label, row in rows.items():
+            value = row.get(key)
+            if value is not None:
+                family.add_metric([value_of_label], value * scale)
+        yield family
+
+
+_TASK_GAUGES = (
+    ("monitor_task_runs", "Task runs (success or failure) in the sliding window.", "runs", 1),
+    ("monitor_task_failures", "Task runs that failed in the sliding window.", "failures", 1),
+    (
+        "monitor_task_retries",
+        "Task attempts that raised Retry in the sliding window.",
+        "retries",
+        1,
+    ),
+    (
+        "monitor_task_failure_ratio",
+        "Share of the window's runs that failed (0-1).",
+        "failure_rate",
+        0.01,
+    ),
+    ("monitor_task_runtime_avg_seconds", "Average runtime of the window's runs.", "avg_runtime", 1),
+    ("monitor_task_runtime_p95_seconds", "95th percentile runtime (within 1 %).", "p95_runtime", 1),
+    (
+        "monitor_task_wait_avg_seconds",
+        "Average queue wait of the window's attempts.",
+        "avg_queue_wait",
+        1,
+    ),
+    (
+        "monitor_task_wait_p95_seconds",
+        "95th percentile queue wait (within 1 %).",
+        "p95_queue_wait",
+        1,
+    ),
+)
+_TASK_QUEUE_GAUGES = (
+    ("monitor_task_queue_runs", "Task runs delivered from the queue in the window.", "tasks", 1),
+    (
+        "monitor_task_queue_wait_avg_seconds",
+        "Average queue wait of the queue's tasks.",
+        "avg_queue_wait",
+        1,
+    ),
+    (
+        "monitor_task_queue_wait_p95_seconds",
+        "95th percentile queue wait of the queue's tasks.",
+        "p95_queue_wait",
+        1,
+    ),
+)
+_DB_GAUGES = (
+    ("monitor_db_queries", "Database queries in the sliding window.", "queries", 1),
+    ("monitor_db_query_errors", "Database queries that raised, in the window.", "errors", 1),
+    (
+        "monitor_db_query_time_avg_seconds",
+        "Average query time over the window.",
+        "avg_query_time",
+        1,
+    ),
+    (
+        "monitor_db_query_time_p95_seconds",
+        "95th percentile query time (within 1 %).",
+        "p95_query_time",
+        1,
+    ),
+)
+_CACHE_GAUGES = (
+    ("monitor_cache_lookups", "Cache keys looked up in the sliding window.", "lookups", 1),
+    ("monitor_cache_hits", "Cache keys found in the sliding window.", "hits", 1),
+    ("monitor_cache_hit_ratio", "Share of the window's lookups that hit (0-1).", "hit_rate", 0.01),
+)
+_METRIC_GAUGES = (
+    ("monitor_metric_count", "Values or events of a custom metric in the window.", "count", 1),
+    ("monitor_metric_avg", "Average of a value metric over the window.", "avg", 1),
+    ("monitor_metric_p95", "95th percentile of a value metric (within 1 %).", "p95", 1),
+    ("monitor_metric_max", "Largest value of a value metric (within 1 %).", "max", 1),
+    ("monitor_metric_ok", "Successes of an event metric in the window.", "ok", 1),
+    (
+        "monitor_metric_ok_ratio",
+        "Share of an event metric's events that succeeded (0-1).",
+        "ok_rate",
+        0.01,
+    ),
+)
+_QUERY_GAUGES = (
+    (
+        "monitor_window_queries_avg",
+        "Database queries per request over the window.",
+        "avg_queries",
+        1,
+    ),
+    (
+        "monitor_window_queries_p95",
+        "95th percentile of queries per request (within 1 %).",
+        "p95_queries",
+        1,
+    ),
+)
+
+
+def _kinds(views: Views) -> Iterator[Metric]:
+    """Celery tasks, task queues, databases, caches, custom metrics, queries per request."""
+    summary, _ = views.get("summary")
+    yield from _gauges(summary.get("tasks") or {}, "task", _TASK_GAUGES)
+    yield from _gauges(summary.get("task_queues") or {}, "queue", _TASK_QUEUE_GAUGES)
+    yield from _gauges(summary.get("db") or {}, "alias", _DB_GAUGES)
+    yield from _gauges(summary.get("cache") or {}, "alias", _CACHE_GAUGES)
+    yield from _gauges(summary.get("metrics") or {}, "name", _METRIC_GAUGES)
+    yield from _gauges(summary.get("api") or {}, "endpoint", _QUERY_GAUGES)
+
+
+SECTIONS: tuple[Section, ...] = (_requests, _window, _kinds, _queues, _alerts, _health)
 METRICS_VIEWS = ("counters", "summary", "alerts", "health")  # the views the sections read
 
 

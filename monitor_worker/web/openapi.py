@@ -37,8 +37,41 @@ SCHEMAS: dict[str, Any] = {
             "avg_response_time": NUM,
             "p95_response_time": NULL_NUM,
             "at_or_below_threshold": INT,
+        },
+        {"avg_queries": NUM, "p95_queries": NULL_NUM},  # where a database hook counts them
+    ),
+    "TaskStats": _obj(
+        {
+            "runs": INT,
+            "failures": INT,
+            "failure_rate": NUM,
+            "retries": INT,
+            "avg_runtime": NULL_NUM,
+            "p95_runtime": NULL_NUM,
+            "avg_queue_wait": NULL_NUM,
+            "p95_queue_wait": NULL_NUM,
+            "queue": NULL_STR,
         }
     ),
+    "TaskQueueStats": _obj({"tasks": INT, "avg_queue_wait": NULL_NUM, "p95_queue_wait": NULL_NUM}),
+    "DbStats": _obj(
+        {"queries": INT, "errors": INT, "avg_query_time": NULL_NUM, "p95_query_time": NULL_NUM}
+    ),
+    "CacheStats": _obj({"lookups": INT, "hits": INT, "hit_rate": NUM}),
+    "MetricStats": {
+        "oneOf": [
+            _obj(
+                {
+                    "kind": {"const": "value"},
+                    "count": INT,
+                    "avg": NULL_NUM,
+                    "p95": NULL_NUM,
+                    "max": NULL_NUM,
+                }
+            ),
+            _obj({"kind": {"const": "ratio"}, "count": INT, "ok": INT, "ok_rate": NUM}),
+        ]
+    },
     "Queue": _obj(
         {
             "length": INT,
@@ -68,6 +101,11 @@ SCHEMAS: dict[str, Any] = {
                     "amount_by_reason": _map(NUM),
                 }
             ),
+            "tasks": _map(_ref("TaskStats")),
+            "task_queues": _map(_ref("TaskQueueStats")),
+            "db": _map(_ref("DbStats")),
+            "cache": _map(_ref("CacheStats")),
+            "metrics": _map(_ref("MetricStats")),
             "celery": _map(_ref("Queue")),
             "queue_broker": _ref("Broker"),
             "pending_events": INT,

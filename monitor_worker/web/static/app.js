@@ -261,6 +261,47 @@ function renderQueues(summary) {
     : "";
 }
 
+// The kinds beyond requests: [section id, summary key, cells of one row, row over a threshold].
+const KIND_TABLES = [
+  ["tasks", "tasks",
+    (t) => [t.runs, fmt(t.failure_rate, 1), t.retries, fmt(t.p95_runtime, 3), fmt(t.p95_queue_wait, 1)],
+    (t) => t.runs >= state.thresholds.min_task_runs && t.failure_rate > state.thresholds.task_failure_rate],
+  ["task-queues", "task_queues",
+    (q) => [q.tasks, fmt(q.avg_queue_wait, 1), fmt(q.p95_queue_wait, 1)],
+    (q) => q.p95_queue_wait > state.thresholds.task_queue_wait],
+  ["databases", "db",
+    (d) => [d.queries, d.errors, fmt(d.avg_query_time * 1000, 1), fmt(d.p95_query_time * 1000, 1)],
+    (d) => d.p95_query_time > state.thresholds.db_p95_query_time],
+  ["caches", "cache",
+    (c) => [c.lookups, c.hits, fmt(c.hit_rate, 1)],
+    (c) => c.lookups >= state.thresholds.min_cache_lookups && c.hit_rate < state.thresholds.cache_hit_rate_min],
+  ["metrics", "metrics",
+    (m) => [m.count, m.kind === "value"
+      ? `avg ${fmt(m.avg, 3)} · p95 ${fmt(m.p95, 3)} · max ${fmt(m.max, 3)}`
+      : `${m.ok} ok · ${fmt(m.ok_rate, 1)} %`],
+    () => false],
+];
+
+function renderKinds(summary) {
+  for (const [id, key, cells, over] of KIND_TABLES) {
+    const section = document.getElementById(id);
+    const tbody = section.querySelector("tbody");
+    tbody.replaceChildren();
+    const entries = Object.entries(summary[key] || {});
+    for (const [name, stats] of entries) {
+      const row = el("tr");
+      row.setAttribute("data-name", name);
+      row.append(el("td", "name", name));
+      for (const value of cells(stats)) {
+        row.append(el("td", "num", typeof value === "number" ? value.toLocaleString() : value));
+      }
+      row.classList.toggle("over", Boolean(over(stats)));
+      tbody.append(row);
+    }
+    showEmpty(section, entries.length === 0);
+  }
+}
+
 function renderHealth(health, summary, alerts) {
   const dl = document.querySelector("#health dl");
   const dropped = Object.values(summary.dropped_events).reduce((a, b) => a + b, 0);
@@ -447,6 +488,7 @@ async function refresh(fetched) {
     renderEndpoints(summary, range ? { series: series.api } : series);
     renderPayments(summary, range ? { payments: series.payments } : series);
     renderQueues(summary);
+    renderKinds(summary);
     renderHealth(health, summary, alerts);
     renderSilences(silences);
     setStatus(`updated ${new Date(summary.generated_at * 1000).toLocaleTimeString()}`, false);
