@@ -137,4 +137,13 @@ def format_history(history: dict[str, Any]) -> str:
         lines += ["", f"queue {queue}", f"{'t':<16} {'max':>9} {'last':>9}"]
         for r in rows:
             lines.append(f"{_utc(r['t']):<16} {r['max_length']:>9} {r['last_length']:>9}")
+    for section in ("tasks", "task_queues", "db", "cache", "metrics"):
+        for name, rows in (history.get(section) or {}).items():
+            keys = [k for k in rows[0] if k not in ("t", "kind")] if rows else []
+            lines += ["", f"{section} {name}", f"{'t':<16} " + " ".join(f"{k:>14}" for k in keys)]
+            for r in rows:
+                cells = " ".join(
+                    f"{_n(r[k], 3) if isinstance(r[k], float) else r[k]:>14}" for k in keys
+                )
+                lines.append(f"{_utc(r['t']):<16} {cells}")
     return "\n".join(lines) + "\n"

@@ -27,6 +27,7 @@ from monitor_worker.history.codec import Row
 from monitor_worker.history.rollup import quantile
 from monitor_worker.keys import Keys
 from monitor_worker.monitor import MetricsMonitor
+from monitor_worker.report import format_history
 
 from .helpers import wait_for
 from .history_support import TcpProxy, pg_schema
@@ -54,7 +55,7 @@ def hsettings(settings: Settings, store_kind: str) -> Iterator[Settings]:
         from monitor_worker.history.postgres import migrate
 
         with_pg = settings.with_overrides(history_url=url)
-        assert migrate(with_pg) == [1]
+        assert migrate(with_pg) == [1, 2]
         assert migrate(with_pg) == []  # safe to run twice
         yield with_pg
 
@@ -551,3 +552,45 @@ def test_a_huge_range_reads_only_what_the_retention_keeps(monitor: MetricsMonito
     assert time.monotonic() - started < 10
     assert _totals(h, "/a/") == (180, 18)
     assert monitor.get_history(AFTER + 86400, 1e11, step="1h", now=AFTER)["api"] == {}
+
+
+def test_every_kind_is_archived_like_its_window(monitor: MetricsMonitor) -> None:
+    """Tasks, task queues, databases, caches and custom metrics: a closed minute's history
+    row says what that minute's window said."""
+    t = BASE + HOUR + 600
+    for i in range(20):
+        outcome = "f" if i % 5 == 0 else "s"
+        monitor.track_task("billing.charge", outcome, runtime=0.1 * (i + 1), queue_wait=0.01 * i,
+                           queue="emails", timestamp=t + i)  # fmt: skip
+        monitor.track_query("default", 0.002 * (i + 1), ok=i % 7 != 0, timestamp=t + i)
+        monitor.track_cache_lookups("default", 3, i % 4, timestamp=t + i)
+        monitor.track_metric("pdf.render_seconds", 0.5 + i, timestamp=t + i)
+        monitor.track_event("email.sent", i % 3 != 0, timestamp=t + i)
+    assert monitor.flush(timeout=10)
+    monitor.aggregate(now=t + 60)
+    monitor.archive(now=AFTER)
+    window = monitor.get_metrics_summary(now=t + 30)
+    minute = monitor.get_history(t, t, step="1m", now=AFTER)
+    hour = monitor.get_history(t, t, step="1h", now=AFTER)
+    checks = {
+        "tasks": ("runs", "failures", "failure_rate", "avg_runtime", "p95_runtime"),
+        "task_queues": ("tasks", "avg_queue_wait", "p95_queue_wait"),
+        "db": ("queries", "errors", "avg_query_time", "p95_query_time"),
+        "cache": ("lookups", "hits", "hit_rate"),
+    }
+    for section, keys in checks.items():
+        assert window[section], section
+        for name, stats in window[section].items():
+            for doc in (minute, hour):
+                (row,) = doc[section][name]
+                for key in keys:
+                    assert row[key] == pytest.approx(stats[key]), (section, key)
+    value, ratio = window["metrics"]["pdf.render_seconds"], window["metrics"]["email.sent"]
+    for doc in (minute, hour):
+        (v,) = doc["metrics"]["pdf.render_seconds"]
+        assert (v["kind"], v["count"], v["p95"]) == ("value", value["count"], value["p95"])
+        assert v["avg"] == pytest.approx(value["avg"])
+        (r,) = doc["metrics"]["email.sent"]
+        assert (r["count"], r["ok"]) == (ratio["count"], ratio["ok"]) == (20, 13)
+    table = format_history(hour)
+    assert "db default" in table and "cache default" in table and "metrics email.sent" in table

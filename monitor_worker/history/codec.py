@@ -1,7 +1,7 @@
 """History rows and their compact encoding (Redis fields, PostgreSQL ``bytea``).
 
 Bins are dense counts from the lowest bin to the highest, each count as wide as the largest
-needs (1, 2, 4 or 8 bytes), after a 5-byte head; a minute row packs into 34 bytes.
+needs (1, 2, 4 or 8 bytes), after a 5-byte head; a minute row packs into 42 bytes.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ class Row:
     v: float | None = None
     bins: dict[int, int] | None = None
     packed: bytes | None = None  # bins still encoded, as read (decoded when merged)
+    r: int = 0  # a second count where a kind needs one (a task's runs beside its attempts)
 
     def unpack(self) -> Row:
         if self.packed is not None:
@@ -42,6 +43,7 @@ class Row:
         self.unpack()
         other.unpack()
         self.n += sign * other.n
+        self.r += sign * other.r
         self.e += sign * other.e
         self.s += sign * other.s
         if other.bins:
@@ -119,33 +121,33 @@ def packed_quantile(blob: bytes, q: float) -> float | None:
     return bin_value(first + bisect_left(list(accumulate(counts)), rank - zero))
 
 
-_MINUTE = struct.Struct("<BqqddB")  # minute of the hour, n, e, s, v, has v
-_PERIOD = struct.Struct("<qqd")  # n, e, s; the bins follow
+_MINUTE = struct.Struct("<BqqddBq")  # minute of the hour, n, e, s, v, has v, r
+_PERIOD = struct.Struct("<qqdq")  # n, e, s, r; the bins follow
 
 
 def encode_minutes(rows: Mapping[int, Row]) -> bytes:
     """The minute rows of one hour (minute of the hour -> row), in one string."""
     return b"".join(
-        _MINUTE.pack(m, r.n, r.e, r.s, 0.0 if r.v is None else r.v, r.v is not None)
+        _MINUTE.pack(m, r.n, r.e, r.s, 0.0 if r.v is None else r.v, r.v is not None, r.r)
         for m, r in sorted(rows.items())
     )
 
 
 def decode_minutes(blob: bytes) -> dict[int, Row]:
     out: dict[int, Row] = {}
-    for m, n, e, s, v, has_v in _MINUTE.iter_unpack(blob or b""):
-        out[m] = Row(n, e, s, v if has_v else None)
+    for m, n, e, s, v, has_v, r in _MINUTE.iter_unpack(blob or b""):
+        out[m] = Row(n, e, s, v if has_v else None, r=r)
     return out
 
 
 def encode_period(row: Row) -> bytes:
-    return _PERIOD.pack(row.n, row.e, row.s) + (encode_bins(row.bins) if row.bins else b"")
+    return _PERIOD.pack(row.n, row.e, row.s, row.r) + (encode_bins(row.bins) if row.bins else b"")
 
 
 def decode_period(blob: bytes, *, packed: bool = False) -> Row:
     """A period row; with ``packed`` its bins stay encoded until needed."""
-    n, e, s = _PERIOD.unpack_from(blob)
+    n, e, s, r = _PERIOD.unpack_from(blob)
     rest = blob[_PERIOD.size :]
     if packed:
-        return Row(n, e, s, None, None, rest)
-    return Row(n, e, s, None, decode_bins(rest) if rest else None)
+        return Row(n, e, s, None, None, rest, r)
+    return Row(n, e, s, None, decode_bins(rest) if rest else None, r=r)

@@ -9,7 +9,7 @@ Tables (in the first schema of the connection's ``search_path``)::
     monitor_days             day rows with their bins, one partition per UTC month
     monitor_gaps             minutes lost before they were archived
 
-Rows are ``(kind, src, name, t, n, e, s[, v][, bins])`` as in history/rollup.py: ``name`` is
+Rows are ``(kind, src, name, t, n, e, s, r[, v][, bins])`` as in history/rollup.py: ``name`` is
 ``bytea`` (the name's UTF-8), so any name the core accepts, NUL included, round-trips, and
 names only ever travel as bound parameters. Only partition DDL is built, from fixed templates,
 identifiers and integer bounds. Writes of one source shard hold a transaction-level advisory
@@ -65,7 +65,15 @@ CREATE INDEX monitor_minutes_t ON monitor_minutes (t);
 """
 
 # version -> statements; append new versions, never edit an applied one
-MIGRATIONS: dict[int, str] = {1: _TABLES}
+MIGRATIONS: dict[int, str] = {
+    1: _TABLES,
+    # a second count for the kinds that need one (a task's runs beside its attempts)
+    2: """
+ALTER TABLE monitor_minutes ADD COLUMN r bigint NOT NULL DEFAULT 0;
+ALTER TABLE monitor_hours ADD COLUMN r bigint NOT NULL DEFAULT 0;
+ALTER TABLE monitor_days ADD COLUMN r bigint NOT NULL DEFAULT 0;
+""",
+}
 
 # table -> (partition period, partition name suffix format)
 _DAILY, _MONTHLY = "day", "month"
@@ -295,13 +303,16 @@ class PostgresHistory:
             ts = [k[3] for k in keys]
             if level == "m":
                 query = (
-                    "SELECT r.kind, r.name, r.t, r.n, r.e, r.s, r.v, b.bins FROM monitor_minutes r"
+                    "SELECT r.kind, r.name, r.t, r.n, r.e, r.s, r.v, b.bins, r.r"
+                    " FROM monitor_minutes r"
                     " LEFT JOIN monitor_minute_bins b"
                     " ON (b.kind, b.name, b.t, b.src) = (r.kind, r.name, r.t, r.src)"
                     " AND b.t BETWEEN %(t0)s AND %(t1)s"
                 )
             else:
-                query = f"SELECT r.kind, r.name, r.t, r.n, r.e, r.s, NULL, r.bins FROM {table} r"
+                query = (
+                    f"SELECT r.kind, r.name, r.t, r.n, r.e, r.s, NULL, r.bins, r.r FROM {table} r"
+                )
             query += (
                 " JOIN unnest(%(kinds)b::text[], %(names)b::bytea[], %(ts)b::bigint[])"
                 " AS w(kind, name, t) ON (w.kind, w.name, w.t) = (r.kind, r.name, r.t)"
@@ -315,9 +326,9 @@ class PostgresHistory:
                 "t0": min(ts),
                 "t1": max(ts),
             }
-            for kind, name, t, n, e, s, v, bins in conn.execute(query, params):
+            for kind, name, t, n, e, s, v, bins, r in conn.execute(query, params):
                 stored[(level, kind, bytes(name).decode(), t)] = Row(
-                    n, e, s, v, decode_bins(bytes(bins)) if bins is not None else None
+                    n, e, s, v, decode_bins(bytes(bins)) if bins is not None else None, r=r
                 )
         return stored
 
@@ -330,24 +341,28 @@ class PostgresHistory:
                 continue
             raw = name.encode()
             if level == "m":
-                by_level["m"].append((kind, raw, t, row.n, row.e, row.s, row.v))
+                by_level["m"].append((kind, raw, t, row.n, row.e, row.s, row.v, row.r))
                 if row.bins is not None and t + self.bins_life_s > now:
                     by_level["b"].append((kind, raw, t, encode_bins(row.bins)))
             else:
                 bins = encode_bins(row.bins) if row.bins is not None else None
-                by_level[level].append((kind, raw, t, row.n, row.e, row.s, bins))
+                by_level[level].append((kind, raw, t, row.n, row.e, row.s, bins, row.r))
         statements = {
             "m": (
                 "monitor_minutes",
-                ["n", "e", "s", "v"],
-                ["bigint", "bigint", "float8", "float8"],
+                ["n", "e", "s", "v", "r"],
+                ["bigint", "bigint", "float8", "float8", "bigint"],
             ),
             "h": (
                 "monitor_hours",
-                ["n", "e", "s", "bins"],
-                ["bigint", "bigint", "float8", "bytea"],
+                ["n", "e", "s", "bins", "r"],
+                ["bigint", "bigint", "float8", "bytea", "bigint"],
             ),
-            "d": ("monitor_days", ["n", "e", "s", "bins"], ["bigint", "bigint", "float8", "bytea"]),
+            "d": (
+                "monitor_days",
+                ["n", "e", "s", "bins", "r"],
+                ["bigint", "bigint", "float8", "bytea", "bigint"],
+            ),
             "b": ("monitor_minute_bins", ["bins"], ["bytea"]),
         }
         for level, values in by_level.items():
@@ -393,7 +408,7 @@ class PostgresHistory:
         period = {"m": 60, "h": 3600, "d": DAY_S}[level]
         extra = "r.v, NULL::bytea" if level == "m" else "NULL::float8, r.bins"
         query = (
-            f"SELECT r.kind, r.name, r.t, r.n, r.e, r.s, {extra} FROM {table} r"
+            f"SELECT r.kind, r.name, r.t, r.n, r.e, r.s, {extra}, r.r FROM {table} r"
             " WHERE r.t > %s AND r.t <= %s"
         )
         params: list[Any] = [int(since) - period, int(until)]
@@ -404,9 +419,9 @@ class PostgresHistory:
         def work(conn: psycopg.Connection[Any]) -> list[tuple[str, str, int, Row]]:
             out = []
             with conn.cursor(binary=True) as cur:
-                for kind, name, t, n, e, s, v, bins in cur.execute(query, params):
+                for kind, name, t, n, e, s, v, bins, r in cur.execute(query, params):
                     packed = bytes(bins) if bins is not None else None
-                    out.append((kind, bytes(name).decode(), t, Row(n, e, s, v, None, packed)))
+                    out.append((kind, bytes(name).decode(), t, Row(n, e, s, v, None, packed, r)))
             return out
 
         return self._run(work)  # type: ignore[no-any-return]

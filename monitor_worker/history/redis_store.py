@@ -1,6 +1,6 @@
 """History in Redis (the default): hashes with a TTL, one hash tag per source shard.
 
-Memory stays small: a minute row is 34 bytes packed with the other minutes of its hour in one
+Memory stays small: a minute row is 42 bytes packed with the other minutes of its hour in one
 field, and bins are dense counts as narrow as their largest count needs (history/rollup.py).
 Writes are optimistic: rows are read, merged in Python, and written by one script only if no
 field changed meanwhile (scripts.HISTORY_CAS), else read and merged again.

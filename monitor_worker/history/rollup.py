@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..windows import Window, quantile
+from ..windows import CACHE, DB, RATIOS, TASK_QUEUES, TASKS, VALUES, Window, quantile
 from .codec import Row, RowKey, Snapshot
 
 MINUTE_S = 60
@@ -108,14 +108,91 @@ class Kind:
     by_endpoint: bool = False  # get_history(endpoint=...) filters this kind's names
 
 
+def _fields(
+    head: str, e: str = "", s: str = "", bins: str = "", r: str = ""
+) -> Callable[[Window], dict[str, Row]]:
+    """Rows of one of the window's field sections (windows.SECTIONS): ``n`` is the section's
+    head count (it grows with every event of the name, so it is the version), the other slots
+    take the fields named."""
+
+    def rows_of(window: Window) -> dict[str, Row]:
+        out = {}
+        for name, f in window.section(head).items():
+            found = f.get(bins)
+            row = Row(f[head], f.get(e, 0), float(f.get(s, 0.0)), r=f.get(r, 0))
+            if bins:
+                row.bins = {i: c for i, c in (found or {}).items() if c > 0}
+            out[name] = row
+        return out
+
+    return rows_of
+
+
+def _ratio(part: int, whole: int) -> float:
+    return 100.0 * part / whole if whole else 0.0
+
+
+def _task_point(t: int, row: Row) -> dict[str, Any]:
+    return {
+        "t": t,
+        "runs": row.r,
+        "failures": row.e,
+        "failure_rate": _ratio(row.e, row.r),
+        "avg_runtime": row.s / row.r if row.r else None,
+        "p95_runtime": row.p95(),
+    }
+
+
+def _task_queue_point(t: int, row: Row) -> dict[str, Any]:
+    return {
+        "t": t,
+        "tasks": row.r,
+        "avg_queue_wait": row.s / row.e if row.e else None,
+        "p95_queue_wait": row.p95(),
+    }
+
+
+def _db_point(t: int, row: Row) -> dict[str, Any]:
+    return {
+        "t": t,
+        "queries": row.n,
+        "errors": row.e,
+        "avg_query_time": row.s / row.n if row.n else None,
+        "p95_query_time": row.p95(),
+    }
+
+
+def _cache_point(t: int, row: Row) -> dict[str, Any]:
+    return {"t": t, "lookups": row.n, "hits": row.e, "hit_rate": _ratio(row.e, row.n)}
+
+
+def _value_point(t: int, row: Row) -> dict[str, Any]:
+    avg = row.s / row.n if row.n else None
+    return {"t": t, "kind": "value", "count": row.n, "avg": avg, "p95": row.p95()}
+
+
+def _ratio_point(t: int, row: Row) -> dict[str, Any]:
+    return {"t": t, "kind": "ratio", "count": row.n, "ok": row.e, "ok_rate": _ratio(row.e, row.n)}
+
+
 KINDS: dict[str, Kind] = {
     k.code: k
     for k in (
         Kind("a", "api", "sum", True, _api_rows, _api_point, by_endpoint=True),
         Kind("p", "payments", "sum", False, _payment_rows, section_of=_payments),
         Kind("q", "celery", "gauge", False, None),
+        # the kinds of windows.SECTIONS: a task's attempts, runs, failures, runtime
+        Kind("t", "tasks", "sum", True, _fields(TASKS, "tf", "tt", "th", "tr"), _task_point),
+        # a task queue's deliveries, waits measured, wait sum and bins, tasks run
+        Kind("u", "task_queues", "sum", True, _fields(TASK_QUEUES, "uw", "ux", "ub", "ur"),
+             _task_queue_point),
+        Kind("d", "db", "sum", True, _fields(DB, "de", "ds", "dh"), _db_point),
+        Kind("k", "cache", "sum", False, _fields(CACHE, "kh"), _cache_point),
+        # custom metrics, values and ratios (events) side by side in one section
+        Kind("v", "metrics", "sum", True, _fields(VALUES, s="vs", bins="vh"), _value_point),
+        Kind("r", "metrics", "sum", False, _fields(RATIOS, "ro"), _ratio_point),
     )
-}
+}  # fmt: skip
 API, PAYMENTS, QUEUES = KINDS["a"], KINDS["p"], KINDS["q"]
 
 
@@ -208,12 +285,13 @@ def merge(snapshots: Iterable[Snapshot], stored: Mapping[RowKey, Row]) -> dict[R
         if old is not None and new.n <= old.n:
             continue
         row = Row(new.n, new.e, new.s, None, dict(new.bins) if new.bins is not None else None)
+        row.r = new.r
         if kind.has_bins:
             row.v = quantile(new.bins or {}, 0.95)
         out[mkey] = row
-        delta = Row(new.n, new.e, new.s, None, dict(new.bins or {}))
+        delta = Row(new.n, new.e, new.s, None, dict(new.bins or {}), r=new.r)
         if old is not None:
-            delta.add(Row(old.n, old.e, old.s, None, old.bins), -1)
+            delta.add(Row(old.n, old.e, old.s, None, old.bins, r=old.r), -1)
         for key in upper:
             total = out.get(key)
             if total is None:  # a copy of the stored row, owned by ``out`` from now on
@@ -281,7 +359,10 @@ class Series:
     def document(self, gaps: list[list[int]]) -> dict[str, Any]:
         doc: dict[str, Any] = {"step_seconds": self.step_s, "gaps": gaps}
         for kind in KINDS.values():
-            doc[kind.section] = kind.section_of(kind, self.rows.get(kind.code, {}))
+            section = kind.section_of(kind, self.rows.get(kind.code, {}))
+            if isinstance(section, dict) and isinstance(doc.get(kind.section), dict):
+                section = {**section, **doc[kind.section]}  # a value metric wins, as in the window
+            doc[kind.section] = section
         return doc
 
 

@@ -251,7 +251,11 @@ SCHEMAS: dict[str, Any] = {
                     "items": _obj({"t": INT, "max_length": INT, "last_length": INT}),
                 }
             ),
-        }
+        },
+        {  # the other kinds: per name, rows with t and that kind's figures (see README)
+            section: _map({"type": "array", "items": _obj({"t": INT})})
+            for section in ("tasks", "task_queues", "db", "cache", "metrics")
+        },
     ),
 }
 
