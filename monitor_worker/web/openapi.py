@@ -115,25 +115,25 @@ SCHEMAS: dict[str, Any] = {
             "reasons_folded": INT,
         }
     ),
+    # an endpoint's points over time: the window's minutes (series) or history's steps
+    "EndpointPoints": {
+        "type": "array",
+        "items": _obj(
+            {
+                "t": INT,
+                "requests": INT,
+                "errors": INT,
+                "error_rate": NUM,
+                "avg_response_time": NUM,
+                "p95_response_time": NULL_NUM,
+            }
+        ),
+    },
     "Series": _obj(
         {
             "generated_at": NUM,
             "step_seconds": INT,
-            "series": _map(
-                {
-                    "type": "array",
-                    "items": _obj(
-                        {
-                            "t": INT,
-                            "requests": INT,
-                            "errors": INT,
-                            "error_rate": NUM,
-                            "avg_response_time": NUM,
-                            "p95_response_time": NULL_NUM,
-                        }
-                    ),
-                }
-            ),
+            "series": _map(_ref("EndpointPoints")),
             "payments": {"type": "array", "items": _obj({"t": INT, "failures": INT})},
         }
     ),
@@ -218,21 +218,7 @@ SCHEMAS: dict[str, Any] = {
                 "type": "array",
                 "items": {"type": "array", "items": INT, "minItems": 2, "maxItems": 2},
             },
-            "api": _map(
-                {
-                    "type": "array",
-                    "items": _obj(
-                        {
-                            "t": INT,
-                            "requests": INT,
-                            "errors": INT,
-                            "error_rate": NUM,
-                            "avg_response_time": NULL_NUM,
-                            "p95_response_time": NULL_NUM,
-                        }
-                    ),
-                }
-            ),
+            "api": _map(_ref("EndpointPoints")),
             "payments": {
                 "type": "array",
                 "items": _obj(
