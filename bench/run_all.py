@@ -24,7 +24,6 @@ SCRIPTS = (
     "profile_pipeline",
     "queue_inspection",
     "alert_latency",
-    "middleware",
 )
 FULL_LIMIT_S = 15 * 60
 
