@@ -37,16 +37,18 @@ def _rule_of(rule: Any) -> str | None:
 
 def _tracked(dispatch: Callable[[], Response], recorder: Recorder) -> Callable[[], Response]:
     def full_dispatch_request() -> Response:
-        method = request.method
-        if recorder.skip(method, request.path):
+        # one context lookup, not one per attribute (werkzeug documents _get_current_object)
+        current = request._get_current_object()  # type: ignore[attr-defined]
+        method = current.method
+        if recorder.skip(method, current.path):
             return dispatch()
         started = _perf()
         try:
             response = dispatch()
         except BaseException as exc:
-            recorder.record(method, _rule_of, request.url_rule, status_of_exception(exc), started)
+            recorder.record(method, _rule_of, current.url_rule, status_of_exception(exc), started)
             raise
-        rule = request.url_rule
+        rule = current.url_rule
         if not response.is_streamed:
             recorder.record(method, _rule_of, rule, response.status_code, started)
             return response
