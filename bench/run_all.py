@@ -25,7 +25,6 @@ SCRIPTS = (
     "profile_pipeline",
     "queue_inspection",
     "alert_latency",
-    "middleware",
     "web",
     "hook_cost",
     "history",

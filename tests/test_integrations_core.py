@@ -3,8 +3,12 @@ names, exclusions, statuses, timed bodies and fault handling."""
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import logging
+import subprocess
+import sys
+from typing import Any
 
 import pytest
 
@@ -241,3 +245,42 @@ def test_a_fault_never_raises_and_is_logged_once_a_minute(
     recorder.record("GET", str, "/fine/", 200, _core.time.perf_counter())
     assert monitor.get_metrics_summary()["api"]["/fine/"]["total_requests"] == 1
     monitor.close()
+
+
+def test_importing_the_package_imports_no_integration_or_framework() -> None:
+    code = (
+        "import sys\n"
+        "import monitor_worker\n"
+        "from monitor_worker import metrics_monitor\n"
+        "bad = [m for m in sys.modules if m.startswith('monitor_worker.integrations')\n"
+        "       or m.split('.')[0] in ('django', 'flask', 'starlette', 'fastapi', 'werkzeug')]\n"
+        "print(bad)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.stdout.strip() == "[]", out.stdout + out.stderr
+
+
+def test_unmatched_dropped_when_not_tracked(settings: Settings) -> None:
+    from monitor_worker.integrations import asgi
+
+    monitor = MetricsMonitor(settings.with_overrides(track_unmatched=False))
+
+    async def app(scope: dict[str, object], receive: object, send: Any) -> None:
+        status = 200 if scope["path"] == "/known/" else 404
+        await send({"type": "http.response.start", "status": status, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    async def nothing(message: object) -> None:
+        pass
+
+    async def run() -> None:
+        middleware = asgi.MetricsMiddleware(app, monitor=monitor)
+        for path in ("/known/", "/scan/1.php", "/scan/2.php"):
+            scope = {"type": "http", "method": "GET", "path": path}
+            await middleware(scope, None, nothing)  # type: ignore[arg-type]
+
+    asyncio.run(run())
+    try:
+        assert set(monitor.get_metrics_summary()["api"]) == {"/known/"}
+    finally:
+        monitor.close()

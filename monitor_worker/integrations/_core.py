@@ -36,7 +36,9 @@ UNMATCHED = "__unmatched__"
 CLIENT_CLOSED = 499  # nginx's "client closed request"
 SERVER_ERROR = 500
 FAULT_LOG_INTERVAL_S = 60.0
-_TEMPLATE_CACHE_MAX = 10_000
+# Results for raw paths are cached (at most this many paths, each at most MAX_NAME_LEN
+# characters long, so hostile paths cannot grow the caches beyond a few MB).
+_CACHE_MAX = 10_000
 _perf = time.perf_counter
 
 # -- the path-templating heuristic (generic WSGI/ASGI middlewares) ------------------------------
@@ -78,7 +80,7 @@ def template_path(path: str) -> str:
         return known
     raw = path.partition("?")[0]
     templated = "/".join(template_segment(s) if s else s for s in raw.split("/"))
-    if len(_template_cache) < _TEMPLATE_CACHE_MAX:
+    if len(_template_cache) < _CACHE_MAX and len(path) <= MAX_NAME_LEN:
         _template_cache[path] = templated
     return templated
 
@@ -146,7 +148,7 @@ class Rules:
         if known is None:
             excluded = self._excluded
             known = excluded is not None and excluded(path) is not None
-            if len(self._skipped) < _TEMPLATE_CACHE_MAX:
+            if len(self._skipped) < _CACHE_MAX and len(path) <= MAX_NAME_LEN:
                 self._skipped[path] = known
         return known
 

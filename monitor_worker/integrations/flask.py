@@ -8,58 +8,66 @@ Usage::
 
 The endpoint is the matched rule (``/items/<int:item_id>``, blueprint prefixes included); a
 request no rule matches, or whose method the rule does not allow, is ``__unmatched__``.
+
+``init_app`` wraps the app's ``full_dispatch_request`` (on the instance): it runs inside
+Flask's request context, where the matched rule, the response and its status are known, so
+no WSGI wrapper, hook or signal is needed per request. Time runs from there until the body is
+handed over: at once for a built response, at the end of the body for a streamed one.
 """
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from flask import Flask, got_request_exception, request
+from flask import Flask, Response, request
 
-from . import wsgi
+from ._core import Recorder, TimedBody, status_of_exception
 
 if TYPE_CHECKING:
     from ..monitor import MetricsMonitor
 
-_RULE_KEY = "monitor_worker.rule"
+_perf = time.perf_counter
 
 
-class _Exchange(wsgi.Exchange):
-    __slots__ = ()
-
-    def start(self, status: str, headers: list[Any], exc_info: Any = None) -> Any:
-        # Flask starts the response inside its request context: the matched rule is read
-        # from the request werkzeug keeps in the environ (Flask clears it as the context ends).
-        rule = getattr(self._environ.get("werkzeug.request"), "url_rule", None)
-        if rule is not None:
-            self._environ[_RULE_KEY] = rule.rule
-        return super().start(status, headers, exc_info)
+def _rule_of(rule: Any) -> str | None:
+    return None if rule is None else str(rule.rule)
 
 
-class _Middleware(wsgi.MetricsMiddleware):
-    exchange_class = _Exchange
+def _tracked(dispatch: Callable[[], Response], recorder: Recorder) -> Callable[[], Response]:
+    def full_dispatch_request() -> Response:
+        # one context lookup, not one per attribute (werkzeug documents _get_current_object)
+        current = request._get_current_object()  # type: ignore[attr-defined]
+        method = current.method
+        if recorder.skip(method, current.path):
+            return dispatch()
+        started = _perf()
+        try:
+            response = dispatch()
+        except BaseException as exc:
+            recorder.record(method, _rule_of, current.url_rule, status_of_exception(exc), started)
+            raise
+        rule = current.url_rule
+        if not response.is_streamed:
+            recorder.record(method, _rule_of, rule, response.status_code, started)
+            return response
 
+        def finish(status: int | None) -> None:
+            code = response.status_code if status is None else status
+            recorder.record(method, _rule_of, rule, code, started)
 
-def _remember_rule(sender: Flask, **extra: Any) -> None:
-    # A view raised and Flask propagates the exception (testing, PROPAGATE_EXCEPTIONS): no
-    # response is started, so the rule is kept here, while the request context is active.
-    rule = request.url_rule
-    if rule is not None:
-        request.environ[_RULE_KEY] = rule.rule
+        response.response = TimedBody(response.response, finish)
+        return response
 
-
-def matched_rule(environ: wsgi.Environ) -> str | None:
-    """The rule Flask matched for this request (None: no rule matched)."""
-    rule = environ.get(_RULE_KEY)
-    return rule if isinstance(rule, str) else None
+    return full_dispatch_request
 
 
 def init_app(app: Flask, *, monitor: MetricsMonitor | None = None) -> None:
-    """Track every request of ``app`` (wraps ``app.wsgi_app``, the way Flask documents)."""
+    """Track every request of ``app``."""
     if "monitor_worker" in app.extensions:
         return  # already tracked: a second call would count each request twice
     app.extensions["monitor_worker"] = True
-    got_request_exception.connect(_remember_rule, app)
-    app.wsgi_app = _Middleware(  # type: ignore[method-assign]
-        app.wsgi_app, matched_rule, monitor=monitor, unmatched_statuses=(405,)
+    app.full_dispatch_request = _tracked(  # type: ignore[method-assign]
+        app.full_dispatch_request, Recorder(monitor)
     )

@@ -66,13 +66,11 @@ class MetricsMiddleware:
         self._recorder = Recorder(monitor)
         self._unmatched = unmatched_statuses
 
-    exchange_class: type[Exchange]
-
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
-        method = environ.get("REQUEST_METHOD", "GET")
-        if self._recorder.skip(method, environ.get("PATH_INFO", "")):
+        method = environ.get("REQUEST_METHOD") or "GET"
+        if self._recorder.skip(method, environ.get("PATH_INFO") or ""):
             return self.app(environ, start_response)
-        exchange = self.exchange_class(self, environ, start_response, method)
+        exchange = _Exchange(self, environ, start_response, method)
         try:
             body = self.app(environ, exchange.start)
         except BaseException as exc:
@@ -85,7 +83,7 @@ class MetricsMiddleware:
         return exchange
 
 
-class Exchange(TimedBody):
+class _Exchange(TimedBody):
     """One request: its ``start_response``, and its body timed to the end."""
 
     __slots__ = ("_environ", "_method", "_middleware", "_start_response", "_started", "_status")
@@ -128,6 +126,3 @@ class Exchange(TimedBody):
             self._started,
             middleware._unmatched,
         )
-
-
-MetricsMiddleware.exchange_class = Exchange

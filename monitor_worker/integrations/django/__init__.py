@@ -116,10 +116,14 @@ class MetricsMiddleware:
                 code = response.status_code if status is None else status
                 self._record(request, code, started, scope)
 
-            if response.is_async:
-                response.streaming_content = AsyncTimedBody(response.streaming_content, finish)
-            else:
-                response.streaming_content = TimedBody(response.streaming_content, finish)
+            try:
+                content = response.streaming_content
+                if response.is_async:
+                    response.streaming_content = AsyncTimedBody(content, finish)
+                else:
+                    response.streaming_content = TimedBody(content, finish)
+            except Exception as exc:  # never break the response
+                self.recorder.fault(exc)
             return response
         status = getattr(response, "status_code", None)
         if isinstance(response, HttpResponseBase) and status is not None and status >= 500:
