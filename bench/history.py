@@ -87,7 +87,7 @@ def archive_rate(url: str, history_url: str, minutes: int, endpoints: list[str])
     then one timed archive run."""
     settings = _settings(url, history_url)
     if history_url:
-        from monitor_worker.history.postgres import migrate
+        from monitor_worker.history.pg_schema import migrate
 
         migrate(settings)
     monitor = MetricsMonitor(settings=settings)
@@ -196,7 +196,7 @@ def main() -> int:
         for name, history_url in stores.items():
             settings = _settings(url, history_url)
             if history_url:
-                from monitor_worker.history.postgres import migrate
+                from monitor_worker.history.pg_schema import migrate
 
                 migrate(settings)
             monitor = MetricsMonitor(settings=settings)

@@ -305,7 +305,7 @@ def _migrate(monitor: MetricsMonitor) -> int:
             "MONITOR_HISTORY_URL=postgresql://... to keep it in PostgreSQL\n"
         )
         return 0
-    from .history.postgres import migrate
+    from .history.pg_schema import migrate
 
     applied = migrate(settings)
     if applied:

@@ -52,7 +52,7 @@ def hsettings(settings: Settings, store_kind: str) -> Iterator[Settings]:
         yield settings
         return
     with pg_schema() as url:
-        from monitor_worker.history.postgres import migrate
+        from monitor_worker.history.pg_schema import migrate
 
         with_pg = settings.with_overrides(history_url=url)
         assert migrate(with_pg) == [1, 2]
@@ -340,7 +340,8 @@ def test_redis_rows_expire_with_the_retention(settings: Settings) -> None:
 
 
 def test_postgresql_partitions_older_than_the_retention_are_dropped(settings: Settings) -> None:
-    from monitor_worker.history.postgres import PostgresHistory, migrate
+    from monitor_worker.history.pg_schema import migrate
+    from monitor_worker.history.postgres import PostgresHistory
 
     with pg_schema() as url:
         s = settings.with_overrides(history_url=url)
@@ -387,7 +388,7 @@ def test_postgresql_down_alerts_go_on_archive_catches_up_then_gaps(
     settings: Settings, caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str]
 ) -> None:
     with pg_schema() as url, TcpProxy("127.0.0.1", 5432) as proxy:
-        from monitor_worker.history.postgres import migrate
+        from monitor_worker.history.pg_schema import migrate
 
         s = settings.with_overrides(history_url=url.replace(":5432/", f":{proxy.port}/"))
         migrate(s)

@@ -1,13 +1,6 @@
 """History in PostgreSQL (``MONITOR_HISTORY_URL=postgresql://...``, psycopg 3).
 
-Tables (in the first schema of the connection's ``search_path``)::
-
-    monitor_history_version  migrations applied (``monitor-worker history migrate``)
-    monitor_minutes          minute rows, one partition per UTC day
-    monitor_minute_bins      a minute's sketch bins while its bucket may change, per day
-    monitor_hours            hour rows with their bins, one partition per UTC month
-    monitor_days             day rows with their bins, one partition per UTC month
-    monitor_gaps             minutes lost before they were archived
+The tables and their migrations are in pg_schema.py.
 
 Rows are ``(kind, src, name, t, n, e, s, r[, v][, bins])`` as in history/rollup.py: ``name`` is
 ``bytea`` (the name's UTF-8), so any name the core accepts, NUL included, round-trips, and
@@ -30,50 +23,13 @@ except ImportError:  # the postgresql extra is not installed: PostgresHistory sa
     psycopg = None  # type: ignore[assignment]
     sql = None  # type: ignore[assignment]
 
-from ..config import Settings, redact_url
+from ..config import Settings
 from ..errors import HistoryStoreError
 from .codec import Row, RowKey, Snapshot, decode_bins, encode_bins
+from .pg_schema import DDL_LOCK, LOCK_CLASS, MIGRATIONS, connect, failure
 from .rollup import DAY_S, expired, keys_of, merge, merge_ranges, union
 
 log = logging.getLogger("monitor_worker.history")
-
-LOCK_CLASS = 0x6D77  # advisory lock class of history writes ("mw"); the object is the shard
-DDL_LOCK = (LOCK_CLASS, -1)  # partition DDL and migrations
-CONNECT_TIMEOUT_S = 5
-
-_TABLES = """
-CREATE TABLE monitor_minutes (
-    kind text NOT NULL, src smallint NOT NULL, name bytea NOT NULL, t bigint NOT NULL,
-    n bigint NOT NULL, e bigint NOT NULL, s double precision NOT NULL, v double precision,
-    PRIMARY KEY (kind, name, t, src)
-) PARTITION BY RANGE (t);
-CREATE TABLE monitor_minute_bins (
-    kind text NOT NULL, src smallint NOT NULL, name bytea NOT NULL, t bigint NOT NULL,
-    bins bytea NOT NULL,
-    PRIMARY KEY (kind, name, t, src)
-) PARTITION BY RANGE (t);
-CREATE TABLE monitor_hours (
-    kind text NOT NULL, src smallint NOT NULL, name bytea NOT NULL, t bigint NOT NULL,
-    n bigint NOT NULL, e bigint NOT NULL, s double precision NOT NULL, bins bytea,
-    PRIMARY KEY (kind, name, t, src)
-) PARTITION BY RANGE (t);
-CREATE TABLE monitor_days (LIKE monitor_hours INCLUDING ALL) PARTITION BY RANGE (t);
-CREATE TABLE monitor_gaps (t0 bigint NOT NULL, t1 bigint NOT NULL, PRIMARY KEY (t0, t1));
-CREATE INDEX monitor_hours_t ON monitor_hours (t);
-CREATE INDEX monitor_days_t ON monitor_days (t);
-CREATE INDEX monitor_minutes_t ON monitor_minutes (t);
-"""
-
-# version -> statements; append new versions, never edit an applied one
-MIGRATIONS: dict[int, str] = {
-    1: _TABLES,
-    # a second count for the kinds that need one (a task's runs beside its attempts)
-    2: """
-ALTER TABLE monitor_minutes ADD COLUMN r bigint NOT NULL DEFAULT 0;
-ALTER TABLE monitor_hours ADD COLUMN r bigint NOT NULL DEFAULT 0;
-ALTER TABLE monitor_days ADD COLUMN r bigint NOT NULL DEFAULT 0;
-""",
-}
 
 # table -> (partition period, partition name suffix format)
 _DAILY, _MONTHLY = "day", "month"
@@ -84,53 +40,6 @@ _PARTITIONED = {
     "monitor_days": _MONTHLY,
 }
 _TABLE_OF_LEVEL = {"m": "monitor_minutes", "h": "monitor_hours", "d": "monitor_days"}
-
-
-def _connect(settings: Settings) -> psycopg.Connection[Any]:
-    if psycopg is None:
-        raise HistoryStoreError(
-            "MONITOR_HISTORY_URL names PostgreSQL, which needs psycopg: "
-            "pip install 'monitor-worker[postgresql]'"
-        )
-    try:
-        return psycopg.connect(settings.history_url, connect_timeout=CONNECT_TIMEOUT_S)
-    except psycopg.Error as exc:
-        raise _failure(settings, exc) from None
-
-
-def _failure(settings: Settings, exc: BaseException) -> HistoryStoreError:
-    url = settings.history_url
-    text = str(exc).strip().replace(url, redact_url(url)).splitlines()
-    return HistoryStoreError(
-        f"history store {redact_url(url)} failed: {text[0] if text else type(exc).__name__}"
-    )
-
-
-def migrate(settings: Settings) -> list[int]:
-    """Create or upgrade the schema; returns the versions applied (none when up to date).
-
-    Safe to run twice and from two hosts at once (one advisory lock, one transaction)."""
-    with _connect(settings) as conn:
-        try:
-            with conn.transaction():
-                conn.execute("SELECT pg_advisory_xact_lock(%s, %s)", DDL_LOCK)
-                conn.execute(
-                    "CREATE TABLE IF NOT EXISTS monitor_history_version ("
-                    "version integer PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
-                )
-                done = {r[0] for r in conn.execute("SELECT version FROM monitor_history_version")}
-                applied = []
-                for version in sorted(MIGRATIONS):
-                    if version in done:
-                        continue
-                    conn.execute(MIGRATIONS[version])
-                    conn.execute(
-                        "INSERT INTO monitor_history_version (version) VALUES (%s)", (version,)
-                    )
-                    applied.append(version)
-        except psycopg.Error as exc:
-            raise _failure(settings, exc) from None
-    return applied
 
 
 def _period(kind: str, t: int) -> tuple[int, int, str]:
@@ -160,7 +69,7 @@ class PostgresHistory:
 
     def _db(self) -> psycopg.Connection[Any]:
         if self._conn is None or self._conn.closed or self._conn.broken:
-            conn = _connect(self.settings)
+            conn = connect(self.settings)
             try:
                 with conn.transaction():
                     row = conn.execute(
@@ -170,7 +79,7 @@ class PostgresHistory:
                 row = None
             except psycopg.Error as exc:
                 conn.close()
-                raise _failure(self.settings, exc) from None
+                raise failure(self.settings, exc) from None
             if row is None or row[0] is None or row[0] < max(MIGRATIONS):
                 conn.close()
                 raise HistoryStoreError(
@@ -191,7 +100,7 @@ class PostgresHistory:
                 "the history schema is missing or old: run `monitor-worker history migrate`"
             ) from None
         except psycopg.Error as exc:
-            raise _failure(self.settings, exc) from None
+            raise failure(self.settings, exc) from None
 
     def close(self) -> None:
         if self._conn is not None:
@@ -279,7 +188,7 @@ class PostgresHistory:
             self._ensure_partitions(conn, "monitor_hours", [t for (lv, t) in live if lv == "h"])
             self._ensure_partitions(conn, "monitor_days", [t for (lv, t) in live if lv == "d"])
         except psycopg.Error as exc:
-            raise _failure(self.settings, exc) from None
+            raise failure(self.settings, exc) from None
 
         def work(conn: psycopg.Connection[Any]) -> int:
             conn.execute("SELECT pg_advisory_xact_lock(%s, %s)", (LOCK_CLASS, src))
