@@ -324,6 +324,7 @@ class Handlers:
                     "p95_response_time": self.settings.api_response_threshold,
                     "payment_failures": self.settings.payment_failure_threshold,
                     "queue_length": self.settings.celery_queue_threshold,
+                    "min_requests": self.settings.min_requests,
                 },
                 "history": dict(
                     zip(
