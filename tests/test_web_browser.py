@@ -149,14 +149,19 @@ def test_dashboard_in_chromium(
     assert rows(page) == ascending
 
     # a sparkline drawn for each row: the slow endpoint's line has points at several heights,
-    # one per finished minute (the minute under way is left out: it is not over)
-    points = page.get_attribute(
-        f'#endpoints tr[data-endpoint="{SLOW_ENDPOINT}"] svg polyline', "points"
-    )
+    # one per finished minute; the minute under way is a separate segment (it is not over)
+    spark = f'#endpoints tr[data-endpoint="{SLOW_ENDPOINT}"] svg'
+    points = page.get_attribute(f"{spark} polyline:not(.current)", "points")
     assert points is not None
     heights = {float(p.split(",")[1]) for p in points.split()}
     assert len(points.split()) == 59 and len(heights) > 1
-    assert float(points.split()[-1].split(",")[0]) == 100.0
+    current = page.get_attribute(f"{spark} polyline.current", "points")
+    assert current is not None and current.split()[0] == points.split()[-1]
+    assert [float(p.split(",")[0]) for p in current.split()][-1] == 100.0
+    dash = page.eval_on_selector(
+        f"{spark} polyline.current", "p => getComputedStyle(p).strokeDasharray"
+    )
+    assert dash not in ("", "none"), dash
     assert page.locator("#endpoints tbody svg").count() == len(summary["api"])
 
     # queues and health
@@ -232,7 +237,7 @@ def test_range_selector_switches_the_table_and_sparklines_to_history(
     worst = max(r["p95_response_time"] for r in history["api"][SLOW_ENDPOINT])
     assert slow.nth(4).inner_text() == f"{worst:.3f}"
     points = page.get_attribute(
-        f'#endpoints tr[data-endpoint="{SLOW_ENDPOINT}"] svg polyline', "points"
+        f'#endpoints tr[data-endpoint="{SLOW_ENDPOINT}"] svg polyline:not(.current)', "points"
     )
     assert points is not None and len(points.split()) == 23  # one per finished hour
     assert "in the last 24 h" in page.locator("#payments .total").inner_text()

@@ -144,27 +144,31 @@ function sparkline(points, key, className) {
   return svg;
 }
 
+// The finished steps are one line; the step under way (win.end) is a separate, dashed and
+// faint segment: its count is partial, and drawn as part of the line it would look like a drop.
 function drawSpark(svg, points, key) {
   const win = state.window;
-  const line = svg.firstChild || svg.appendChild(document.createElementNS(SVG, "polyline"));
+  while (svg.childNodes.length < 2) svg.appendChild(document.createElementNS(SVG, "polyline"));
+  const [line, current] = svg.childNodes;
+  current.setAttribute("class", "current");
   if (!win || !points || !points.length) {
     line.setAttribute("points", "");
+    current.setAttribute("points", "");
     return;
   }
   const step = win.step || 60;
-  // win.end is the step in progress: drawn, its partial count would look like a drop
-  const last = win.end - step;
-  const span = Math.max(step, last - win.start);
-  const finished = points.filter((p) => p.t <= last);
-  const byMinute = new Map(finished.map((p) => [p.t, p[key]]));
-  const max = Math.max(1, ...finished.map((p) => p[key] || 0));
-  const coords = [];
-  for (let t = win.start; t <= last; t += step) {
+  const span = Math.max(step, win.end - win.start);
+  const byStep = new Map(points.map((p) => [p.t, p[key] || 0]));
+  const max = Math.max(1, ...byStep.values());
+  const at = (t) => {
     const x = ((t - win.start) / span) * 100;
-    const y = 19 - ((byMinute.get(t) || 0) / max) * 18;
-    coords.push(`${x.toFixed(1)},${y.toFixed(1)}`);
-  }
+    const y = 19 - ((byStep.get(t) || 0) / max) * 18;
+    return `${x.toFixed(1)},${y.toFixed(1)}`;
+  };
+  const coords = [];
+  for (let t = win.start; t < win.end; t += step) coords.push(at(t));
   line.setAttribute("points", coords.join(" "));
+  current.setAttribute("points", coords.length ? `${coords.at(-1)} ${at(win.end)}` : "");
 }
 
 // a column header's label: the long one, and a short one shown on narrow screens
