@@ -587,4 +587,7 @@ def test_store_unreachable_answers_503(seeded: tuple[Settings, dict[str, Any]]) 
         )
         assert_error(response, 503, None)
         assert http.get(down.url + "metrics", timeout=30).status_code == 503
-        assert http.get(down.url + "api/v1/session", timeout=30).ok  # needs no store
+        session = http.get(down.url + "api/v1/session", timeout=30)  # needs no store
+        assert session.ok
+        # the page marks an endpoint over a threshold only from the rules' minimum on
+        assert session.json()["thresholds"]["min_requests"] == dead.min_requests

@@ -330,6 +330,7 @@ class Handlers:
                     "db_p95_query_time": self.settings.db_p95_threshold,
                     "cache_hit_rate_min": self.settings.cache_hit_rate_min,
                     "min_cache_lookups": self.settings.min_cache_lookups,
+                    "min_requests": self.settings.min_requests,
                 },
                 "history": dict(
                     zip(

@@ -33,6 +33,34 @@ function fmt(value, digits) {
   return Number(value).toFixed(digits);
 }
 
+// a name that may break after each "/" or ":" (and anywhere only when a part is too long):
+// text nodes and <wbr> elements, never HTML
+function breakable(tag, className, name) {
+  const node = el(tag, className);
+  for (const part of String(name).split(/(?<=[/:])/)) {
+    if (node.childNodes.length) node.append(document.createElement("wbr"));
+    node.append(document.createTextNode(part));
+  }
+  return node;
+}
+
+// an alert's value in its rule's unit: the key's rule name (before ":") says which
+const ALERT_VALUES = {
+  error_rate: (v) => `${v.toFixed(2)} % errors`,
+  slow_response: (v) => `P95 ${v.toFixed(3)} s`,
+  payment_failures: (v) => `${Math.round(v).toLocaleString()} failures`,
+  celery_queue: (v) => `${Math.round(v).toLocaleString()} messages`,
+  celery_queue_growing: (v) => `${v > 0 ? "+" : ""}${v.toFixed(1)} messages/min`,
+  aggregation_lag: (v) => `${Math.round(v).toLocaleString()} events waiting`,
+  broker_unreachable: () => null, // firing says it all
+};
+
+function alertValue(key, value) {
+  if (value === null || value === undefined) return null;
+  const format = ALERT_VALUES[key.split(":")[0]];
+  return format ? format(value) : `value ${Number(value).toLocaleString()}`;
+}
+
 function when(ts) {
   if (!ts) return "never";
   return new Date(ts * 1000).toLocaleString();
@@ -84,6 +112,26 @@ function showEmpty(section, empty) {
   if (note) note.hidden = !empty;
 }
 
+// Until a load succeeds, and whenever one fails, no section may look calm: each says its
+// state is unknown (the data of an earlier load stays, dimmed, under that note).
+function showUnknown(why) {
+  document.body.classList.add("unknown");
+  for (const note of document.querySelectorAll("main .unknown-note")) {
+    note.textContent = `unknown — ${why}`;
+  }
+}
+
+function showKnown() {
+  document.body.classList.remove("unknown");
+}
+
+// the reason a load failed, as the sections say it
+function unknownReason(error) {
+  if (error.status === 503) return "the metrics store is unreachable";
+  if (error.status) return `the server answered ${error.status}: ${error.message}`;
+  return "the server does not answer";
+}
+
 // -- sparklines (SVG drawn here: no library, nothing to vendor, nothing for the CSP to allow)
 
 function sparkline(points, key, className) {
@@ -96,24 +144,37 @@ function sparkline(points, key, className) {
   return svg;
 }
 
+// The finished steps are one line; the step under way (win.end) is a separate, dashed and
+// faint segment: its count is partial, and drawn as part of the line it would look like a drop.
 function drawSpark(svg, points, key) {
   const win = state.window;
-  const line = svg.firstChild || svg.appendChild(document.createElementNS(SVG, "polyline"));
+  while (svg.childNodes.length < 2) svg.appendChild(document.createElementNS(SVG, "polyline"));
+  const [line, current] = svg.childNodes;
+  current.setAttribute("class", "current");
   if (!win || !points || !points.length) {
     line.setAttribute("points", "");
+    current.setAttribute("points", "");
     return;
   }
   const step = win.step || 60;
   const span = Math.max(step, win.end - win.start);
-  const byMinute = new Map(points.map((p) => [p.t, p[key]]));
-  const max = Math.max(1, ...points.map((p) => p[key] || 0));
-  const coords = [];
-  for (let t = win.start; t <= win.end; t += step) {
+  const byStep = new Map(points.map((p) => [p.t, p[key] || 0]));
+  const max = Math.max(1, ...byStep.values());
+  const at = (t) => {
     const x = ((t - win.start) / span) * 100;
-    const y = 19 - ((byMinute.get(t) || 0) / max) * 18;
-    coords.push(`${x.toFixed(1)},${y.toFixed(1)}`);
-  }
+    const y = 19 - ((byStep.get(t) || 0) / max) * 18;
+    return `${x.toFixed(1)},${y.toFixed(1)}`;
+  };
+  const coords = [];
+  for (let t = win.start; t < win.end; t += step) coords.push(at(t));
   line.setAttribute("points", coords.join(" "));
+  current.setAttribute("points", coords.length ? `${coords.at(-1)} ${at(win.end)}` : "");
+}
+
+// a column header's label: the long one, and a short one shown on narrow screens
+function setLabel(th, long, short) {
+  th.replaceChildren(el("span", "long", long), el("span", "short", short));
+  th.title = long;
 }
 
 // -- sections
@@ -126,24 +187,36 @@ function emptiedList(id) {
   return [section, list];
 }
 
-function renderAlerts(alerts) {
+// firing alerts first, the silenced ones after them, muted, with the silence's end and no
+// reminder (none is sent while silenced)
+function renderAlerts(alerts, silences) {
   const [section, list] = emptiedList("alerts");
-  for (const alert of alerts.firing) {
-    const item = el("li");
+  const until = new Map(silences.silences.map((s) => [s.pattern, s.until]));
+  const firing = [...alerts.firing].sort((a, b) => Boolean(a.silenced) - Boolean(b.silenced));
+  for (const alert of firing) {
+    const item = el("li", alert.silenced ? "silenced" : null);
     item.dataset.key = alert.key;
-    item.append(el("div", "name", alert.key));
-    const parts = [`since ${when(alert.since)}`, `last delivery ${when(alert.last_sent)}`];
-    if (alert.throttled_until) parts.push(`next reminder after ${when(alert.throttled_until)}`);
-    if (alert.silenced) parts.push(`silenced by ${alert.silenced}`);
-    if (alert.last_value !== null) parts.push(`value ${fmt(alert.last_value, 3)}`);
+    item.append(breakable("div", "name", alert.key));
+    const value = alertValue(alert.key, alert.last_value);
+    const parts = [];
+    if (value) parts.push(value);
+    parts.push(`since ${when(alert.since)}`, `last delivery ${when(alert.last_sent)}`);
+    if (alert.silenced) {
+      const end = until.get(alert.silenced);
+      parts.push(`silenced by ${alert.silenced}${end ? ` until ${when(end)}` : ""}`);
+    } else if (alert.throttled_until) {
+      parts.push(`next reminder after ${when(alert.throttled_until)}`);
+    }
     item.append(el("div", "meta", parts.join(" · ")));
     list.append(item);
   }
   showEmpty(section, alerts.firing.length === 0);
 }
 
+// the rules' judgement: below min_requests no endpoint rule can fire, so no row is marked
 function isOver(stats) {
   const t = state.thresholds;
+  if (stats.total_requests < (t.min_requests || 0)) return false;
   return (
     stats.error_rate > t.error_rate ||
     (stats.p95_response_time !== null && stats.p95_response_time > t.p95_response_time)
@@ -154,7 +227,7 @@ function endpointRow(endpoint) {
   const row = el("tr");
   row.setAttribute("data-endpoint", endpoint);
   row.append(
-    el("td", "name", endpoint),
+    breakable("td", "name", endpoint),
     el("td", "num"),
     el("td", "num"),
     el("td", "num wide"),
@@ -200,12 +273,17 @@ function sortRows(tbody) {
   const dir = state.sortDir;
   const value = (row) => {
     const v = row.stats[key];
-    return v === null || v === undefined ? -Infinity : v;
+    return v === null || v === undefined ? null : v;
   };
   const rows = [...state.rows.values()];
   rows.sort((a, b) => {
-    const d = value(a) - value(b);
-    if (d !== 0) return dir * d;
+    const va = value(a);
+    const vb = value(b);
+    if (va === null || vb === null) {
+      if (va !== vb) return va === null ? 1 : -1; // no value: last either way
+    } else if (va !== vb) {
+      return dir * (va - vb);
+    }
     const na = a.getAttribute("data-endpoint");
     const nb = b.getAttribute("data-endpoint");
     return na < nb ? -1 : na > nb ? 1 : 0;
@@ -245,9 +323,14 @@ function renderQueues(summary) {
     row.setAttribute("data-queue", queue);
     const growth = q.growth_per_minute;
     const trend = growth === null ? "–" : `${growth > 0 ? "+" : ""}${growth.toFixed(1)}/min`;
+    const length = el("td", "num", q.exists === false ? "missing" : q.length.toLocaleString());
+    if (q.exists === false) {
+      length.classList.add("missing");
+      length.title = "the broker has no such queue";
+    }
     row.append(
-      el("td", "name", queue),
-      el("td", "num", q.length.toLocaleString()),
+      breakable("td", "name", queue),
+      length,
       el("td", "num", trend),
       el("td", "num", duration(q.drain_eta_seconds)),
     );
@@ -358,7 +441,7 @@ async function removeSilence(pattern) {
   } catch (error) {
     setStatus(`could not remove the silence: ${error.message}`, true);
   }
-  await refreshSilences();
+  refreshSoon();
 }
 
 async function addSilence(event) {
@@ -382,15 +465,7 @@ async function addSilence(event) {
   } catch (error) {
     problem.textContent = error.message;
   }
-  await refreshSilences();
-}
-
-async function refreshSilences() {
-  try {
-    renderSilences(await api("/api/v1/silences"));
-  } catch (error) {
-    setStatus(error.message, true);
-  }
+  refreshSoon();
 }
 
 // -- history ranges: the endpoint table and the sparklines from the archived steps
@@ -442,7 +517,13 @@ function historySummary(summary, history) {
 }
 
 let refreshing = false; // a slow store must not pile refreshes up
-let rangeChanged = false; // the range changed during a refresh: refresh again after it
+let refreshAgain = false; // the range or a silence changed during a refresh: refresh after it
+
+// a refresh now, or right after the one under way
+function refreshSoon() {
+  if (refreshing) refreshAgain = true;
+  else refresh();
+}
 
 function fetchAll(rangeKey = state.range) {
   const range = RANGES[rangeKey];
@@ -478,27 +559,35 @@ async function refresh(fetched) {
       document.getElementById("window-info").textContent =
         `last ${Math.round(live.window_seconds / 60)} min`;
     }
-    document.querySelector('#endpoints th[data-sort="p95_response_time"]').textContent = range
-      ? "Worst P95 s"
-      : "P95 s";
-    document.querySelector("#endpoints th.spark-cell").textContent = range
-      ? `Requests / ${range.step}`
-      : "Requests / min";
-    renderAlerts(alerts);
+    setLabel(
+      document.querySelector('#endpoints th[data-sort="p95_response_time"]'),
+      range ? "Worst P95 s" : "P95 s",
+      range ? "Max P95" : "P95 s",
+    );
+    setLabel(
+      document.querySelector("#endpoints th.spark-cell"),
+      range ? `Requests / ${range.step}` : "Requests / min",
+      range ? `/ ${range.step}` : "/ min",
+    );
+    renderAlerts(alerts, silences);
     renderEndpoints(summary, range ? { series: series.api } : series);
     renderPayments(summary, range ? { payments: series.payments } : series);
     renderQueues(summary);
     renderKinds(summary);
     renderHealth(health, summary, alerts);
     renderSilences(silences);
+    showKnown();
     setStatus(`updated ${new Date(summary.generated_at * 1000).toLocaleTimeString()}`, false);
     document.body.dataset.loaded = String(Date.now());
   } catch (error) {
-    if (error.status !== 401) setStatus(`not updated: ${error.message}`, true);
+    if (error.status !== 401) {
+      setStatus(`not updated: ${error.message}`, true);
+      showUnknown(unknownReason(error));
+    }
   } finally {
     refreshing = false;
-    if (rangeChanged) {
-      rangeChanged = false;
+    if (refreshAgain) {
+      refreshAgain = false;
       refresh();
     }
   }
@@ -517,10 +606,14 @@ async function start() {
     await fetch("/logout", { method: "POST", headers: { "X-CSRF-Token": state.csrf } });
     location.assign("/login");
   });
+  // every sortable column is a measure where more is worse: a first click on one shows the
+  // worst first (descending), a second click on the same column the other way round
+  let clicked = null; // the column the user last clicked (not the default sort)
   for (const th of document.querySelectorAll("#endpoints th[data-sort]")) {
     th.addEventListener("click", () => {
       const key = th.dataset.sort;
-      state.sortDir = key === state.sortKey ? -state.sortDir : -1;
+      state.sortDir = key === clicked ? -state.sortDir : -1;
+      clicked = key;
       state.sortKey = key;
       sortRows(document.querySelector("#endpoints tbody"));
     });
@@ -534,11 +627,13 @@ async function start() {
   }
   range.addEventListener("change", () => {
     state.range = range.value;
-    if (refreshing) rangeChanged = true;
-    else refresh();
+    refreshSoon();
   });
   await refresh(first);
   setInterval(() => refresh(), REFRESH_MS);
 }
 
-start().catch((error) => setStatus(`cannot start: ${error.message}`, true));
+start().catch((error) => {
+  setStatus(`cannot start: ${error.message}`, true);
+  showUnknown(unknownReason(error));
+});
