@@ -73,7 +73,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
-    return run_demo(duration_s=args.duration, web_port=None if args.no_web else args.web_port)
+    return run_demo(
+        duration_s=args.duration, web_port=None if args.no_web else args.web_port, slack=args.slack
+    )
 
 
 def cmd_web(args: argparse.Namespace) -> int:
@@ -295,6 +297,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("demo", cmd_demo, "run with synthetic traffic that trips the alert rules")
     p.add_argument(
         "--duration", type=float, default=0.0, help="seconds to run (default: until Ctrl-C)"
+    )
+    p.add_argument(
+        "--slack",
+        action="store_true",
+        help="send the synthetic alerts to SLACK_WEBHOOK_URL (default: the console only)",
     )
     web_options(p)
     p = add("web", cmd_web, "the dashboard, JSON API and /metrics (http://127.0.0.1:8350/)")

