@@ -59,7 +59,7 @@ def run_demo(duration_s: float = 0.0, web_port: int | None = 8350, slack: bool =
     try:
         with sigterm_as_interrupt():
             settings = Settings.from_env()
-            env = demo_env(os.environ, slack)
+            env = _demo_env(os.environ, slack)
             if not settings.redis_url_explicit and not settings.broker_url_explicit:
                 server = EmbeddedRedis().start()
                 env["MONITOR_REDIS_URL"] = env["CELERY_BROKER_URL"] = server.url
@@ -68,6 +68,8 @@ def run_demo(duration_s: float = 0.0, web_port: int | None = 8350, slack: bool =
                 sys.stdout.write(_configured_store_warning(settings))
             if not slack:
                 sys.stdout.write("demo: alerts go to the console (--slack sends them to Slack)\n")
+            elif not env.get("SLACK_WEBHOOK_URL"):
+                sys.stdout.write("demo: SLACK_WEBHOOK_URL is not set; alerts go to the console\n")
             sys.stdout.flush()
             monitor = MetricsMonitor(settings=Settings.from_env(env))
             worker = _start_worker(env)
@@ -95,7 +97,7 @@ def run_demo(duration_s: float = 0.0, web_port: int | None = 8350, slack: bool =
     return code
 
 
-def demo_env(environ: Mapping[str, str], slack: bool) -> dict[str, str]:
+def _demo_env(environ: Mapping[str, str], slack: bool) -> dict[str, str]:
     """The environment of the demo's worker: short intervals, and no webhook unless ``slack``."""
     env = dict(environ, **DEMO_ENV)
     if not slack:
