@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import os
 import sys
 import time
@@ -19,9 +20,12 @@ from .config import Settings, parse_duration, redact_url, redact_webhook, state_
 from .errors import MonitorError, QueueInspectionError
 from .monitor import MetricsMonitor
 from .report import format_summary
+from .rules import format_value, rules_can_fire
 from .store import REDIS_ERRORS, describe_error
 
 log = logging.getLogger("monitor_worker.cli")
+JSON_HELP = "print JSON only on stdout"
+NOW_MAX = 1e11  # the API's bound for ?now= (web/app.py)
 
 
 def _json(value: Any) -> None:
@@ -73,7 +77,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
-    return run_demo(duration_s=args.duration, web_port=None if args.no_web else args.web_port)
+    return run_demo(
+        duration_s=args.duration, web_port=None if args.no_web else args.web_port, slack=args.slack
+    )
 
 
 def cmd_web(args: argparse.Namespace) -> int:
@@ -106,10 +112,12 @@ def cmd_check(args: argparse.Namespace) -> int:
     if args.json:
         _json(result)
     else:
-        for kind in ("fired", "resolved", "throttled", "silenced", "errors"):
-            for entry in result[kind]:
-                detail = entry.get("title") or entry.get("error") or ""
-                sys.stdout.write(f"{kind:<9} {entry['key']}  {detail}\n")
+        rows = [
+            (kind, entry["key"], entry.get("title") or entry.get("error") or "")
+            for kind in ("fired", "resolved", "throttled", "silenced", "errors")
+            for entry in result[kind]
+        ]
+        _table(rows)
         if not any(result.values()):
             sys.stdout.write("all quiet\n")
     if args.fail_on_alert and (result["fired"] or result["throttled"]):
@@ -127,12 +135,27 @@ def cmd_alerts(args: argparse.Namespace) -> int:
         return 0
     if not firing:
         sys.stdout.write("no alert is firing\n")
-    for alert in firing:
-        sys.stdout.write(
-            f"{alert['key']}  since {_when(alert.get('since'))}  "
-            f"last sent {_when(alert.get('last_sent'))}  value {alert.get('last_value')}\n"
-        )
+    _table(
+        [
+            (
+                alert["key"],
+                f"since {_when(alert.get('since'))}",
+                f"last sent {_when(alert.get('last_sent'))}",
+                f"value {format_value(alert['key'], alert.get('last_value'))}",
+                f"silenced by {alert['silenced']}" if alert.get("silenced") else "",
+            )
+            for alert in firing
+        ]
+    )
     return 0
+
+
+def _table(rows: Sequence[Sequence[str]]) -> None:
+    """``rows`` as columns two spaces apart, each as wide as its widest cell."""
+    widths = [max(len(cell) for cell in column) for column in zip(*rows, strict=True)]
+    for row in rows:
+        line = "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True))
+        sys.stdout.write(line.rstrip() + "\n")
 
 
 def _when(ts: Any) -> str:
@@ -166,6 +189,16 @@ def cmd_silence(args: argparse.Namespace) -> int:
 
     monitor = _monitor()
     duration = parse_duration(args.duration)
+    firing = throttle.firing_keys(monitor.store(), monitor.settings)
+    if not rules_can_fire(args.key) and not any(
+        throttle.silence_matches(args.key, key) for key in firing
+    ):
+        sys.stderr.write(
+            f"monitor-worker: warning: {args.key!r} matches no alert the rules can raise "
+            "(keys look like 'error_rate:/api/*', 'slow_response:/api/x/', 'payment_failures', "
+            "'celery_queue:NAME', 'task_failure_rate:NAME'; see `monitor-worker alerts`); "
+            "silenced anyway\n"
+        )
     throttle.add_silence(
         monitor.store(),
         monitor.settings,
@@ -189,8 +222,17 @@ def cmd_silences(args: argparse.Namespace) -> int:
         return 0
     if not silences:
         sys.stdout.write("no silences\n")
-    for s in silences:
-        sys.stdout.write(f"{s['pattern']}  until {_when(s.get('until'))}  {s.get('reason', '')}\n")
+    _table(
+        [
+            (
+                s["pattern"],
+                f"until {_when(s.get('until'))}",
+                f"by {s.get('created_by') or 'unknown'}",
+                s.get("reason") or "",
+            )
+            for s in silences
+        ]
+    )
     return 0
 
 
@@ -341,6 +383,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--duration", type=float, default=0.0, help="seconds to run (default: until Ctrl-C)"
     )
+    p.add_argument(
+        "--slack",
+        action="store_true",
+        help="send the synthetic alerts to SLACK_WEBHOOK_URL (default: the console only)",
+    )
     web_options(p)
     p = add("web", cmd_web, "the dashboard, JSON API and /metrics (http://127.0.0.1:8350/)")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
@@ -348,26 +395,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--certfile", default=None, help="TLS certificate (PEM), with --keyfile")
     p.add_argument("--keyfile", default=None, help="TLS private key (PEM), with --certfile")
     p = add("summary", cmd_summary, "the current window")
-    p.add_argument("--json", action="store_true")
-    p.add_argument("--now", type=float, default=None, help="evaluate the window ending then")
+    p.add_argument("--json", action="store_true", help=JSON_HELP)
+    p.add_argument(
+        "--now",
+        type=_unix_time,
+        default=None,
+        metavar="TS",
+        help="evaluate the window ending then (unix time in seconds, as from `date +%%s`)",
+    )
     p = add("check", cmd_check, "aggregate, inspect queues, evaluate rules, deliver alerts")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help=JSON_HELP)
     p.add_argument("--fail-on-alert", action="store_true", help="exit 1 when an alert is firing")
     p = add("alerts", cmd_alerts, "alerts firing now")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help=JSON_HELP)
     p = add("queues", cmd_queues, "broker queue lengths")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help=JSON_HELP)
     p = add("silence", cmd_silence, "silence an alert key or a prefix ending in *")
-    p.add_argument("key")
+    p.add_argument(
+        "key", help="an alert key, or a prefix ending in * (quote it: 'error_rate:/api/*')"
+    )
     p.add_argument("--for", dest="duration", required=True, help="30s, 15m, 2h, 1d")
-    p.add_argument("--reason", default="")
+    p.add_argument("--reason", default="", help="why, shown with the silence")
     p = add("silences", cmd_silences, "active silences")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help=JSON_HELP)
     p = add("unsilence", cmd_unsilence, "remove a silence")
     p.add_argument("key")
     add("test-slack", cmd_test_slack, "send one test message to SLACK_WEBHOOK_URL")
     p = add("health", cmd_health, "heartbeats, backlog and outbox (exit 1 when unhealthy)")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help=JSON_HELP)
     add("aggregate", cmd_aggregate, "drain pending events into the window now")
     p = add("history", cmd_history, "archived minutes, hours and days; 'migrate' the schema")
     p.add_argument("action", nargs="?", choices=["show", "migrate"], default="show")
@@ -377,8 +432,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--endpoint", default=None, help="only this endpoint in the api section")
     p.add_argument("--json", action="store_true")
     p = add("rules", cmd_rules, "the effective thresholds, each with where it came from")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help=JSON_HELP)
     return parser
+
+
+def _unix_time(text: str) -> float:
+    """A unix time in seconds, by the rule of the API's ``?now=`` (0 < now <= 1e11)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and 0 < value <= NOW_MAX):
+        raise argparse.ArgumentTypeError(
+            f"a unix time in seconds, > 0 and <= {NOW_MAX:g} (got {text!r})"
+        )
+    return value
 
 
 def _port(text: str) -> int:

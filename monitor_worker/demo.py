@@ -1,8 +1,10 @@
 """``monitor-worker demo``: the embedded default plus synthetic traffic that trips the rules.
 
 Within about a minute the error-rate rule fires on ``/api/content/``, the slow-response rule
-on ``/api/accounts/login/`` and the payment rule; alerts go to the console (or to Slack when
-``SLACK_WEBHOOK_URL`` is set) from a real Celery worker with beat.
+on ``/api/accounts/login/`` and the payment rule; alerts go to the console from a real Celery
+worker with beat (to ``SLACK_WEBHOOK_URL`` only with ``--slack``: synthetic alerts never reach
+a real channel by accident). On a configured store (``MONITOR_REDIS_URL`` or
+``CELERY_BROKER_URL`` set) it says once which one it writes its synthetic traffic into.
 """
 
 from __future__ import annotations
@@ -13,8 +15,9 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 
-from .config import Settings, state_dir
+from .config import Settings, redact_url, state_dir
 from .lifetime import child_preexec, sigterm_as_interrupt
 from .monitor import MetricsMonitor
 from .report import format_summary
@@ -40,10 +43,11 @@ def synthetic_request(rng: random.Random) -> tuple[str, float, int]:
     return endpoint, rng.lognormvariate(-1.6, 0.4), 200
 
 
-def run_demo(duration_s: float = 0.0, web_port: int | None = 8350) -> int:
+def run_demo(duration_s: float = 0.0, web_port: int | None = 8350, slack: bool = False) -> int:
     """Run until ``duration_s`` has passed (0: until Ctrl-C or SIGTERM), then stop everything
-    it started; ``web_port`` None runs it without the dashboard. Killed outright, its server,
-    worker and dashboard stop on their own."""
+    it started; ``web_port`` None runs it without the dashboard; ``slack`` lets the worker post
+    to ``SLACK_WEBHOOK_URL``. Killed outright, its server, worker and dashboard stop on their
+    own."""
     from .embedded import EmbeddedRedis
     from .web import server as web
 
@@ -55,11 +59,18 @@ def run_demo(duration_s: float = 0.0, web_port: int | None = 8350) -> int:
     try:
         with sigterm_as_interrupt():
             settings = Settings.from_env()
-            env = dict(os.environ, **DEMO_ENV)
+            env = _demo_env(os.environ, slack)
             if not settings.redis_url_explicit and not settings.broker_url_explicit:
                 server = EmbeddedRedis().start()
                 env["MONITOR_REDIS_URL"] = env["CELERY_BROKER_URL"] = server.url
                 sys.stdout.write(f"MONITOR_REDIS_URL={server.url}\n")
+            else:
+                sys.stdout.write(_configured_store_warning(settings))
+            if not slack:
+                sys.stdout.write("demo: alerts go to the console (--slack sends them to Slack)\n")
+            elif not env.get("SLACK_WEBHOOK_URL"):
+                sys.stdout.write("demo: SLACK_WEBHOOK_URL is not set; alerts go to the console\n")
+            sys.stdout.flush()
             monitor = MetricsMonitor(settings=Settings.from_env(env))
             worker = _start_worker(env)
             dashboard = None if web_port is None else web.start_beside(web_port, env)
@@ -86,8 +97,29 @@ def run_demo(duration_s: float = 0.0, web_port: int | None = 8350) -> int:
     return code
 
 
+def _demo_env(environ: Mapping[str, str], slack: bool) -> dict[str, str]:
+    """The environment of the demo's worker: short intervals, and no webhook unless ``slack``."""
+    env = dict(environ, **DEMO_ENV)
+    if not slack:
+        env.pop("SLACK_WEBHOOK_URL", None)
+    return env
+
+
+def _configured_store_warning(settings: Settings) -> str:
+    urls = [settings.redis_url]
+    if settings.broker_url != settings.redis_url:
+        urls.append(settings.broker_url)
+    shown = " and ".join(redact_url(url) for url in urls)
+    return (
+        f"demo: WARNING: writing synthetic traffic into the configured store {shown} "
+        "(unset MONITOR_REDIS_URL and CELERY_BROKER_URL for an embedded one)\n"
+    )
+
+
 def _start_worker(env: dict[str, str]) -> subprocess.Popen[bytes]:
     schedule = state_dir() / "demo-celerybeat-schedule"
+    # Made by the embedded server, but not there yet on a fresh machine with a configured store.
+    schedule.parent.mkdir(parents=True, exist_ok=True)
     return subprocess.Popen(
         [
             sys.executable,

@@ -42,11 +42,18 @@ def format_summary(summary: dict[str, Any]) -> str:
     lines += _kind_tables(summary)
     lines += [
         "",
-        f"pending events: {summary['pending_events']}  dropped: {summary['dropped_events']}"
+        f"pending events: {summary['pending_events']}  dropped: {_pairs(summary['dropped_events'])}"
         f"  folded: {summary['endpoints_folded']} requests, "
         f"{summary.get('reasons_folded', 0)} payment failures",
     ]
     return "\n".join(lines) + "\n"
+
+
+def _pairs(value: Any) -> str:
+    """``{"malformed": 0, "too_old": 2}`` as ``malformed=0 too_old=2`` (a number as itself)."""
+    if isinstance(value, dict):
+        return " ".join(f"{name}={n}" for name, n in value.items()) or "none"
+    return str(value)
 
 
 def _n(value: Any, digits: int = 3) -> str:

@@ -49,6 +49,58 @@ _SUBJECTS = {
     "metric": ("metrics", "metric"),
 }
 
+# rule of an alert key (the part before ":") -> the unit of its value: "%", "s", "count",
+# "/min" (messages per minute) or "" (as measured, a custom metric)
+VALUE_UNITS = {
+    "error_rate": "%",
+    "slow_response": "s",
+    "payment_failures": "count",
+    "celery_queue": "count",
+    "celery_queue_growing": "/min",
+    "task_failure_rate": "%",
+    "task_queue_wait": "s",
+    "db_slow": "s",
+    "cache_hit_rate": "%",
+    "metric": "",
+    "broker_unreachable": "count",
+    "aggregation_lag": "count",
+}
+# the alert keys with no subject (no ":"); every other rule's key is "<rule>:<subject>"
+BARE_KEYS = frozenset({"payment_failures", "broker_unreachable", "aggregation_lag"})
+
+
+def format_value(key: str, value: float | None) -> str:
+    """The value of alert ``key`` in its rule's unit: ``12.29 %``, ``2.858 s``, ``12``."""
+    if value is None:
+        return "-"
+    unit = VALUE_UNITS.get(key.partition(":")[0])
+    if unit == "%":
+        return f"{value:.2f} %"
+    if unit == "s":
+        return f"{value:.3f} s"
+    if unit == "count":
+        return str(round(value))
+    if unit == "/min":
+        return f"{value:+.1f}/min"
+    return f"{value:g}"
+
+
+def rules_can_fire(pattern: str) -> bool:
+    """Whether some rule can produce an alert key matching ``pattern`` (an exact key or a
+    prefix ending in ``*``): ``error_rate:/api/*`` can, ``eror_rate:/api/*`` cannot."""
+    if pattern.endswith("*"):
+        prefix = pattern[:-1]
+        return any(
+            rule.startswith(prefix)
+            if rule in BARE_KEYS
+            else f"{rule}:".startswith(prefix) or prefix.startswith(f"{rule}:")
+            for rule in VALUE_UNITS
+        )
+    rule, colon, subject = pattern.partition(":")
+    if rule in BARE_KEYS:
+        return not colon
+    return rule in VALUE_UNITS and bool(subject)
+
 
 @dataclass(frozen=True)
 class RuleResult:

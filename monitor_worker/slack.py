@@ -213,7 +213,12 @@ def render_console(payload: Mapping[str, Any]) -> str:
             out.append(text)
         for text in _texts(block.get("fields") or ()):
             name, _, value = text.partition("\n")
-            out.append(f"  {name.strip('*')}: {value}" if value else f"  {name}")
+            if not value:
+                out.append(f"  {name}")
+                continue
+            head = f"  {name.strip('*')}: "
+            # continuation lines (a list such as "Top reasons") line up under the first
+            out.append(head + value.replace("\n", "\n" + " " * len(head)))
         for text in _texts(block.get("elements") or ()):
             out.append(f"  ({text})")
     if not out and isinstance(payload.get("text"), str):

@@ -7,6 +7,7 @@ import asyncio
 import concurrent.futures
 import http.client
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -177,6 +178,7 @@ def test_gunicorn_4_workers_2000_requests_counted_exactly(
         MONITOR_KEY_PREFIX=settings.key_prefix,
         MONITOR_SHARDS=str(settings.shards),
         DJANGO_SETTINGS_MODULE="examples.django_app.settings",
+        TZ="UTC",
     )
     log = (tmp_path / "gunicorn.log").open("wb")
     server = subprocess.Popen(
@@ -225,3 +227,13 @@ def test_gunicorn_4_workers_2000_requests_counted_exactly(
         server.send_signal(signal.SIGTERM)
         server.wait(30)
         log.close()
+    # Django sets the process time zone from TIME_ZONE (default America/Chicago): the example
+    # says UTC, so the workers' lines (after Django loaded) carry the same offset as the master's
+    offsets = set(
+        re.findall(
+            r"^\[\d{4}-\d\d-\d\d \d\d:\d\d:\d\d ([+-]\d{4})\]",
+            (tmp_path / "gunicorn.log").read_text(),
+            re.M,
+        )
+    )
+    assert offsets == {"+0000"}, offsets

@@ -7,7 +7,16 @@ from typing import Any
 import pytest
 
 from monitor_worker.config import Settings
-from monitor_worker.rules import FIRING, INSUFFICIENT, NO_TRAFFIC, OK, RuleResult, evaluate
+from monitor_worker.rules import (
+    FIRING,
+    INSUFFICIENT,
+    NO_TRAFFIC,
+    OK,
+    RuleResult,
+    evaluate,
+    format_value,
+    rules_can_fire,
+)
 from tests import helpers
 from tests.helpers import endpoint_stats as endpoint
 
@@ -215,3 +224,62 @@ def test_missing_sections_are_quiet() -> None:
     results = evaluate({"timestamp": NOW}, SETTINGS, NOW)
     assert all(r.state == OK for r in results)
     assert {r.key for r in results} == {"payment_failures", "aggregation_lag"}
+
+
+@pytest.mark.parametrize(("key", "at", "above"), CASES, ids=[c[0] for c in CASES])
+def test_every_key_the_rules_produce_is_known(key: str, at: dict, above: dict) -> None:
+    for result in evaluate(above, SETTINGS, NOW):
+        assert rules_can_fire(result.key), result.key
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "shown"),
+    [
+        ("error_rate:/api/x/", 12.290884260839878, "12.29 %"),
+        ("slow_response:/api/x/", 2.85791, "2.858 s"),
+        ("payment_failures", 12.0, "12"),
+        ("celery_queue:celery", 101.0, "101"),
+        ("celery_queue_growing:celery", 50.0, "+50.0/min"),
+        ("task_failure_rate:app.send", 7.5, "7.50 %"),
+        ("task_queue_wait:mail", 31.25, "31.250 s"),
+        ("db_slow:default", 0.51234, "0.512 s"),
+        ("cache_hit_rate:default", 42.0, "42.00 %"),
+        ("metric:checkout.basket", 3.25, "3.25"),
+        ("broker_unreachable", 1.0, "1"),
+        ("aggregation_lag", 100001.0, "100001"),
+        ("error_rate:/api/x/", None, "-"),
+    ],
+)
+def test_format_value_uses_the_rules_unit(key: str, value: float | None, shown: str) -> None:
+    assert format_value(key, value) == shown
+
+
+@pytest.mark.parametrize(
+    ("pattern", "known"),
+    [
+        ("error_rate:/api/content/", True),
+        ("error_rate:/api/*", True),
+        ("error_rate:*", True),
+        ("error*", True),
+        ("*", True),
+        ("payment_failures", True),
+        ("payment*", True),
+        ("celery_queue:celery", True),
+        ("celery_queue_growing:*", True),
+        ("task_failure_rate:app.send", True),
+        ("db_slow:default", True),
+        ("cache_hit_rate:*", True),
+        ("metric:checkout.basket", True),
+        ("aggregation_lag", True),
+        ("broker_unreachable", True),
+        ("eror_rate:/api/*", False),
+        ("error_rate", False),
+        ("error_rate:", False),
+        ("payment_failures:x", False),
+        ("payment_failures:*", False),
+        ("/api/content/*", False),
+        ("x", False),
+    ],
+)
+def test_rules_can_fire_knows_the_key_shapes(pattern: str, known: bool) -> None:
+    assert rules_can_fire(pattern) is known

@@ -279,6 +279,19 @@ def test_render_console_is_plain_readable_text() -> None:
     assert render_console({"text": "a &lt;b&gt; &amp;lt;"}) == "a <b> &lt;"
 
 
+def test_render_console_indents_continuation_lines_under_their_field() -> None:
+    notice = Notice(
+        "payment_failures",
+        "firing",
+        "12 payment failures",
+        details=(("Top reasons", "Card declined: 5 (500)\nExpired card: 4 (40)"), ("Window", "1h")),
+    )
+    lines = render_console(build_payload([notice])).splitlines()
+    first = lines.index("  Top reasons: Card declined: 5 (500)")
+    assert lines[first + 1] == " " * len("  Top reasons: ") + "Expired card: 4 (40)"
+    assert lines[first + 2] == "  Window: 1h"
+
+
 # ---------------------------------------------------------------- Retry-After
 
 

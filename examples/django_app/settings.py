@@ -11,4 +11,7 @@ MIDDLEWARE = [
 INSTALLED_APPS: list[str] = []
 DATABASES: dict[str, object] = {}
 USE_TZ = True
+# Django sets the process time zone from this (default America/Chicago): logs of gunicorn
+# workers then show -0600. UTC keeps their timestamps with the rest of the deployment.
+TIME_ZONE = "UTC"
 LOGGING = {"version": 1, "disable_existing_loggers": False}
