@@ -430,7 +430,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--until", default=None, help="a duration ago or unix seconds (default: now)")
     p.add_argument("--step", default="1h", help="1m, 1h, 6h or 1d (default 1h)")
     p.add_argument("--endpoint", default=None, help="only this endpoint in the api section")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help=JSON_HELP)
     p = add("rules", cmd_rules, "the effective thresholds, each with where it came from")
     p.add_argument("--json", action="store_true", help=JSON_HELP)
     return parser
