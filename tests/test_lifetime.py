@@ -121,22 +121,27 @@ def test_nothing_outlives_the_command(
 def test_die_with_parent_signals_the_child_when_its_parent_dies() -> None:
     # A middle process starts a grandchild that asked for SIGTERM on its parent's death,
     # then the middle process is killed: the grandchild must stop.
+    # Both wait in signal.pause() until a signal ends them.
     script = (
-        "import os, subprocess, sys, time\n"
+        "import signal, subprocess, sys\n"
         "child = subprocess.Popen([sys.executable, '-c', "
-        "'from monitor_worker.lifetime import die_with_parent; import sys, time; "
-        'assert die_with_parent(); print("ready", flush=True); time.sleep(60)\'], '
+        "'from monitor_worker.lifetime import die_with_parent; import signal; "
+        'assert die_with_parent(); print("ready", flush=True); signal.pause()\'], '
         "stdout=subprocess.PIPE)\n"
         "assert child.stdout.readline() == b'ready\\n'\n"
         "print(child.pid, flush=True)\n"
-        "time.sleep(60)\n"
+        "signal.pause()\n"
     )
     middle = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE)
     assert middle.stdout is not None
     grandchild = int(middle.stdout.readline())
-    assert alive({grandchild}) == {grandchild}
-    middle.kill()
-    middle.wait(10)
-    middle.stdout.close()
-    wait_for(lambda: not alive({grandchild}), timeout=10)
+    try:
+        assert alive({grandchild}) == {grandchild}
+        middle.kill()
+        middle.wait(10)
+        middle.stdout.close()
+        wait_for(lambda: not alive({grandchild}), timeout=10)
+    finally:
+        for pid in alive({grandchild}):
+            os.kill(pid, signal.SIGKILL)
     assert die_with_parent(0) is True  # signal 0 clears the request; the call reports success
