@@ -249,8 +249,15 @@ local function merge_bins(old, add, sign)
   return table.concat(out, ',')
 end
 
+-- A histogram field that does not exist yet takes the added bins as they are (every writer
+-- sends them summed, with counts > 0; a reader adds up repeated bins anyway).
 local function add_bins(key, field, add, sign)
-  local merged = merge_bins(redis.call('HGET', key, field), add, sign)
+  local old = redis.call('HGET', key, field)
+  if not old and sign > 0 then
+    if add ~= '' then redis.call('HSET', key, field, add) end
+    return
+  end
+  local merged = merge_bins(old, add, sign)
   if merged == '' then
     redis.call('HDEL', key, field)
   else

@@ -226,23 +226,16 @@ def _acc_fields(acc: ApiAcc, bins: str) -> list[Any]:
 def _records(delta: Delta, start: int) -> list[Any]:
     """APPLY's arguments: record counts, the totals' TTL, per-bucket records, then the api
     records of buckets from ``start`` on summed per endpoint (the roll merges each endpoint's
-    bins once per batch). A summed record's bins are its buckets' bins strings joined: APPLY
-    adds up repeated bins."""
+    bins once per batch)."""
     api: list[Any] = []
-    summed: dict[str, tuple[ApiAcc, list[str]]] = {}
+    summed: dict[str, ApiAcc] = {}
     for (bucket, endpoint), acc in delta.api.items():
-        bins = format_bins(acc.bins)
-        api += [bucket, endpoint, *_acc_fields(acc, bins)]
+        api += [bucket, endpoint, *_acc_fields(acc, format_bins(acc.bins))]
         if bucket >= start:
-            found = summed.get(endpoint)
-            if found is None:
-                summed[endpoint] = found = (ApiAcc(), [])
-            total, parts = found
-            total.count += acc.count
-            total.errors += acc.errors
-            total.sum_s += acc.sum_s
-            total.at_or_below += acc.at_or_below
-            parts.append(bins)
+            total = summed.get(endpoint)
+            if total is None:
+                summed[endpoint] = total = ApiAcc()
+            total.merge(acc)
     pay: list[Any] = []
     for (bucket, reason), p in delta.pay.items():
         pay += [bucket, reason, p.count, repr(p.amount)]
@@ -250,8 +243,8 @@ def _records(delta: Delta, start: int) -> list[Any]:
     for (bucket, name), n in delta.counters.items():
         counters += [bucket, name, n]
     roll: list[Any] = []
-    for endpoint, (total, parts) in summed.items():
-        roll += [endpoint, *_acc_fields(total, ",".join(parts))]
+    for endpoint, total in summed.items():
+        roll += [endpoint, *_acc_fields(total, format_bins(total.bins))]
     sections: list[Any] = []
     for (bucket, _, name), stats in delta.stats.items():
         for kind, value in stats.items():
