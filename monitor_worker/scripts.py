@@ -217,7 +217,8 @@ return out
 #       (endpoint, count, errors, sum_s, at_or_below, bins: the api records of buckets from
 #       the window start on, summed per endpoint, so the roll's bins are merged once each),
 #       then #section records and section records (bucket, field, type, value) of the other
-#       kinds (windows.SECTIONS), added to their bucket and to the roll.
+#       kinds (windows.SECTIONS), added to their bucket and to the roll, then #endpoint totals
+#       and totals records (endpoint, count, errors: the api records summed per endpoint).
 # Invariant: roll = sum of the buckets from roll._:start on; totals (c:, e:, pc: fields) count
 # every request, error and payment failure ever applied (the /metrics counters), so they move
 # with the buckets in this one step and never go down.
@@ -337,15 +338,29 @@ local i = 12
 local each = not summed
 for _ = 1, tonumber(ARGV[7]) do
   local b, name = tonumber(ARGV[i]), ARGV[i + 1]
-  add(b, 'c:' .. name, ARGV[i + 2], 'i', each)
-  redis.call('HINCRBY', totals, 'c:' .. name, ARGV[i + 2])
-  if ARGV[i + 3] ~= '0' then
-    add(b, 'e:' .. name, ARGV[i + 3], 'i', each)
-    redis.call('HINCRBY', totals, 'e:' .. name, ARGV[i + 3])
+  if each then
+    add(b, 'c:' .. name, ARGV[i + 2], 'i', true)
+    if ARGV[i + 3] ~= '0' then add(b, 'e:' .. name, ARGV[i + 3], 'i', true) end
+    add(b, 's:' .. name, ARGV[i + 4], 'f', true)
+    if ARGV[i + 5] ~= '0' then add(b, 'l:' .. name, ARGV[i + 5], 'i', true) end
+    add(b, 'h:' .. name, ARGV[i + 6], 'h', true)
+  else
+    -- One read and one write of the bucket per record: its five fields, summed here.
+    local bkey = base .. 'm:' .. b
+    touched[bkey] = b
+    local fc, fe, fs, fl, fh = 'c:' .. name, 'e:' .. name, 's:' .. name, 'l:' .. name,
+      'h:' .. name
+    local old = redis.call('HMGET', bkey, fc, fe, fs, fl, fh)
+    local out = {fc, (tonumber(old[1]) or 0) + tonumber(ARGV[i + 2]),
+      fs, string.format('%.17g', (tonumber(old[3]) or 0) + tonumber(ARGV[i + 4]))}
+    local e = (tonumber(old[2]) or 0) + tonumber(ARGV[i + 3])
+    if e > 0 then out[#out + 1] = fe; out[#out + 1] = e end
+    local l = (tonumber(old[4]) or 0) + tonumber(ARGV[i + 5])
+    if l > 0 then out[#out + 1] = fl; out[#out + 1] = l end
+    local bins = old[5] and merge_bins(old[5], ARGV[i + 6], 1) or ARGV[i + 6]
+    if bins ~= '' then out[#out + 1] = fh; out[#out + 1] = bins end
+    redis.call('HSET', bkey, unpack(out))
   end
-  add(b, 's:' .. name, ARGV[i + 4], 'f', each)
-  if ARGV[i + 5] ~= '0' then add(b, 'l:' .. name, ARGV[i + 5], 'i', each) end
-  add(b, 'h:' .. name, ARGV[i + 6], 'h', each)
   i = i + 7
 end
 for _ = 1, tonumber(ARGV[8]) do
@@ -373,6 +388,11 @@ end
 for _ = 1, tonumber(ARGV[i] or '0') do
   add(tonumber(ARGV[i + 1]), ARGV[i + 2], ARGV[i + 4], ARGV[i + 3], true)
   i = i + 4
+end
+for _ = 1, tonumber(ARGV[i + 1] or '0') do
+  redis.call('HINCRBY', totals, 'c:' .. ARGV[i + 2], ARGV[i + 3])
+  if ARGV[i + 4] ~= '0' then redis.call('HINCRBY', totals, 'e:' .. ARGV[i + 2], ARGV[i + 4]) end
+  i = i + 3
 end
 local trimmed = redis.call('HGET', KEYS[4], 'trimmed')
 if trimmed and tonumber(trimmed) > 0 then

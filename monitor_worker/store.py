@@ -224,13 +224,21 @@ def _acc_fields(acc: ApiAcc, bins: str) -> list[Any]:
 
 
 def _records(delta: Delta, start: int) -> list[Any]:
-    """APPLY's arguments: record counts, the totals' TTL, per-bucket records, then the api
-    records of buckets from ``start`` on summed per endpoint (the roll merges each endpoint's
-    bins once per batch)."""
+    """APPLY's arguments: record counts, the totals' TTL, per-bucket records, the api records
+    of buckets from ``start`` on summed per endpoint (the roll merges each endpoint's bins once
+    per batch), the other kinds' records, then each endpoint's requests and errors (the
+    totals)."""
     api: list[Any] = []
     summed: dict[str, ApiAcc] = {}
+    totals: dict[str, list[int]] = {}
     for (bucket, endpoint), acc in delta.api.items():
         api += [bucket, endpoint, *_acc_fields(acc, format_bins(acc.bins))]
+        counts = totals.get(endpoint)
+        if counts is None:
+            totals[endpoint] = [acc.count, acc.errors]
+        else:
+            counts[0] += acc.count
+            counts[1] += acc.errors
         if bucket >= start:
             total = summed.get(endpoint)
             if total is None:
@@ -249,8 +257,12 @@ def _records(delta: Delta, start: int) -> list[Any]:
     for (bucket, _, name), stats in delta.stats.items():
         for kind, value in stats.items():
             sections += [bucket, f"{kind}:{name}", FIELD_TYPES[kind], _stat_value(kind, value)]
-    counts = [len(delta.api), len(delta.pay), len(delta.counters), len(summed)]
-    return [*counts, TOTALS_TTL_S, *api, *pay, *counters, *roll, len(sections) // 4, *sections]
+    per_endpoint = [v for endpoint, (n, errors) in totals.items() for v in (endpoint, n, errors)]
+    return [
+        *(len(delta.api), len(delta.pay), len(delta.counters), len(summed), TOTALS_TTL_S),
+        *(*api, *pay, *counters, *roll),
+        *(len(sections) // 4, *sections, len(totals), *per_endpoint),
+    ]
 
 
 class Aggregator:

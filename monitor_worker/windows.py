@@ -14,10 +14,12 @@ import collections
 import logging
 import math
 import re
+from array import array
+from bisect import bisect_left
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from itertools import chain, compress, repeat
-from operator import floordiv, mul
+from itertools import chain, compress, islice
+from operator import le
 from typing import Any
 
 from .config import BUCKET_S
@@ -61,8 +63,6 @@ MIN_VALUE_S = 1e-6
 ZERO_BIN = -99_999
 OTHER = "__other__"
 MAX_OVERFLOW_COUNT = 2**40
-MAX_SPLIT = 8  # buckets a block is split into column-wise; beyond, event by event
-SHORT_RUN = 8  # events per run (on average) under which a block is folded event by event
 
 
 def bucket_of(ts: float) -> int:
@@ -106,7 +106,7 @@ def parse_bins(text: str | bytes | None) -> dict[int, int]:
 def format_bins(bins: Mapping[int, int]) -> str:
     if 0 in bins.values():
         bins = {i: n for i, n in bins.items() if n}
-    return ",".join(map("%d:%d".__mod__, bins.items()))
+    return ("%d:%d," * len(bins) % tuple(chain.from_iterable(bins.items())))[:-1]
 
 
 def quantile(bins: Mapping[int, int], q: float) -> float | None:
@@ -307,6 +307,8 @@ class _Folder:
         self.threshold_s = threshold_s
         self.malformed = 0
         self.names: dict[bytes, str | None] = {}
+        # endpoint name (undecoded) -> its requests' columns: timestamps, seconds, statuses
+        self.api_gathered: dict[bytes, tuple[array[float], array[float], array[int]]] = {}
         self.block_folders: dict[str, Callable[..., None]] = {
             API: self.api,
             PAYMENT: self.payment,
@@ -333,141 +335,95 @@ class _Folder:
         rts: Sequence[float],
         sts: Sequence[int],
     ) -> None:
-        """API requests: checked over whole columns (a bad value sends the block through a
-        filter that skips and counts just those events), then folded a run (an endpoint) at a
-        time with C-level passes, split by bucket where the block spans a few; event by event
-        where runs are short or the block spans many buckets."""
-        if not ts:
-            return
-        rt_min, rt_max = min(rts), max(rts)
-        if not (
-            min(ts) > 0.0
-            and max(ts) < 1e11
-            and math.isfinite(sum(ts))
-            and rt_min >= 0.0
-            and rt_max <= MAX_RESPONSE_TIME_S
-            and math.isfinite(sum(rts))
-            and min(sts) >= 100
-            and max(sts) <= 599
-        ):
-            ok = [
-                0.0 < t < 1e11 and 0.0 <= rt <= MAX_RESPONSE_TIME_S and 100 <= st <= 599
-                for t, rt, st in zip(ts, rts, sts, strict=True)
-            ]
-            self.malformed += ok.count(False)
-            kept = _kept_runs(counts, ok)
-            kept_ts, kept_rts = _picked(ok, ts, rts)
-            self.api(names, kept, kept_ts, kept_rts, list(compress(sts, ok)))
-            return
-        if len(ts) < SHORT_RUN * len(names):
-            self._api_events(names, counts, ts, rts, sts)
-            return
-        hints = (max(sts) >= self.error_status_min, rt_max > self.threshold_s, rt_min < MIN_VALUE_S)
-        first, last = self.bucket(min(ts)), self.bucket(max(ts))
-        if first == last:
-            self._api_runs(first, names, counts, rts, sts, hints)
-            return
-        buckets = list(map(int, map(floordiv, ts, repeat(BUCKET_S))))
-        if max(buckets) > self.now_bucket:
-            buckets = [min(b, self.now_bucket) for b in buckets]
-        distinct = set(buckets)
-        if len(distinct) <= MAX_SPLIT:
-            for bucket in distinct:
-                mask = list(map(bucket.__eq__, buckets))
-                kept, (some_rts,), some_sts = (
-                    _kept_runs(counts, mask),
-                    _picked(mask, rts),
-                    list(compress(sts, mask)),
-                )
-                self._api_runs(bucket, names, kept, some_rts, some_sts, hints)
-            return
-        at = 0
-        for name_b, n in zip(names, counts, strict=True):
-            endpoint = self.name(name_b)
-            by_bucket: dict[int, list[int]] = {}
-            for i in range(at, at + n):
-                by_bucket.setdefault(buckets[i], []).append(i)
-            for bucket, picked in by_bucket.items():
-                picked_rts, picked_sts = [rts[i] for i in picked], [sts[i] for i in picked]
-                self._api_bucket(bucket, endpoint, picked_rts, picked_sts, hints)
-            at += n
-
-    def _api_events(
-        self,
-        names: Sequence[bytes],
-        counts: Runs,
-        ts: Sequence[float],
-        rts: Sequence[float],
-        sts: Sequence[int],
-    ) -> None:
-        """Checked API requests event by event: cheaper than column passes when runs are short
-        (many endpoints per flush)."""
-        api, now_bucket, oldest = self.delta.api, self.now_bucket, self.oldest_bucket
-        status_min, threshold_s = self.error_status_min, self.threshold_s
-        log, ceil = math.log, math.ceil
-        too_old = at = 0
-        for name_b, n in zip(names, counts, strict=True):
-            endpoint, end = self.name(name_b), at + n
-            if endpoint is None:
-                self.malformed += n
-                at = end
-                continue
-            for i in range(at, end):
-                bucket = int(ts[i] // BUCKET_S)
-                if bucket > now_bucket:
-                    bucket = now_bucket
-                elif bucket < oldest:
-                    too_old += 1
-                    continue
-                acc = api.get((bucket, endpoint))
-                if acc is None:
-                    acc = api[bucket, endpoint] = ApiAcc()
-                rt = rts[i]
-                acc.count += 1
-                if sts[i] >= status_min:
-                    acc.errors += 1
-                acc.sum_s += rt
-                if rt <= threshold_s:
-                    acc.at_or_below += 1
-                b = ZERO_BIN if rt < MIN_VALUE_S else ceil(log(rt) * INV_LOG_GAMMA)
-                acc.bins[b] = acc.bins.get(b, 0) + 1
-            at = end
-        if too_old:
-            self.delta.count(now_bucket, "too_old", too_old)
-
-    def _api_runs(
-        self,
-        bucket: int,
-        names: Sequence[bytes],
-        counts: Runs,
-        rts: Sequence[float],
-        sts: Sequence[int],
-        hints: tuple[bool, bool, bool],
-    ) -> None:
+        """API requests: a block's runs are gathered per endpoint, and ``finish`` folds each
+        endpoint's requests of the whole call at once (a few long columns instead of many short
+        runs: the per-event work is done by C-level passes)."""
+        gathered = self.api_gathered
         at = 0
         for name_b, n in zip(names, counts, strict=True):
             if n:
                 end = at + n
-                self._api_bucket(bucket, self.name(name_b), rts[at:end], sts[at:end], hints)
+                columns = gathered.get(name_b)
+                if columns is None:
+                    columns = gathered[name_b] = (array("d"), array("d"), array("H"))
+                columns[0].extend(ts[at:end])
+                columns[1].extend(rts[at:end])
+                columns[2].extend(sts[at:end])
                 at = end
+
+    def _api_endpoint(
+        self, endpoint: str, ts: Sequence[float], rts: Sequence[float], sts: Sequence[int]
+    ) -> None:
+        """One endpoint's requests: checked over whole columns (a bad value is skipped and
+        counted, the rest kept), put in time order if they are not (then the first and last
+        timestamps are the extremes), cut into minute buckets by binary search and folded a
+        bucket at a time."""
+        if not ts:
+            return
+        if not (math.isfinite(sum(ts)) and math.isfinite(sum(rts))):
+            self._api_endpoint(endpoint, *self._valid_requests(ts, rts, sts))
+            return
+        if not all(map(le, ts, islice(ts, 1, None))):
+            order = sorted(range(len(ts)), key=ts.__getitem__)
+            ts, rts, sts = (
+                array("d", map(ts.__getitem__, order)),
+                array("d", map(rts.__getitem__, order)),
+                array("H", map(sts.__getitem__, order)),
+            )
+        rt_min, rt_max, st_max = min(rts), max(rts), max(sts)
+        if not (
+            ts[0] > 0.0
+            and ts[-1] < 1e11
+            and rt_min >= 0.0
+            and rt_max <= MAX_RESPONSE_TIME_S
+            and min(sts) >= 100
+            and st_max <= 599
+        ):
+            self._api_endpoint(endpoint, *self._valid_requests(ts, rts, sts))
+            return
+        hints = (st_max >= self.error_status_min, rt_max > self.threshold_s, rt_min < MIN_VALUE_S)
+        n, at, now_bucket = len(ts), 0, self.now_bucket
+        if ts[0] < self.oldest_bucket * BUCKET_S:
+            at = bisect_left(ts, self.oldest_bucket * BUCKET_S)
+            self.delta.count(now_bucket, "too_old", at)
+        while at < n:
+            bucket = int(ts[at] // BUCKET_S)
+            if bucket >= now_bucket:  # the rest, stamped in this minute or the future
+                bucket, end = now_bucket, n
+            else:
+                # at least ts[at] itself, whose bucket this is (so the loop always advances)
+                end = max(bisect_left(ts, (bucket + 1) * BUCKET_S, at), at + 1)
+            self._api_bucket(bucket, endpoint, rts[at:end], sts[at:end], hints)
+            at = end
+
+    def _valid_requests(
+        self, ts: Sequence[float], rts: Sequence[float], sts: Sequence[int]
+    ) -> tuple[array[float], array[float], array[int]]:
+        """The requests whose every value is in range (in their order); the others are counted
+        as malformed."""
+        ok = [
+            0.0 < t < 1e11 and 0.0 <= rt <= MAX_RESPONSE_TIME_S and 100 <= st <= 599
+            for t, rt, st in zip(ts, rts, sts, strict=True)
+        ]
+        self.malformed += ok.count(False)
+        return (
+            array("d", compress(ts, ok)),
+            array("d", compress(rts, ok)),
+            array("H", compress(sts, ok)),
+        )
 
     def _api_bucket(
         self,
         bucket: int,
-        endpoint: str | None,
+        endpoint: str,
         rts: Sequence[float],
         sts: Sequence[int],
         hints: tuple[bool, bool, bool],
     ) -> None:
-        """Requests of one endpoint in one bucket; ``hints`` say whether the block holds an
-        error, a response over the threshold, a response under the sketch's smallest bin."""
+        """Requests of one endpoint in one bucket; ``hints`` say whether the endpoint's columns
+        hold an error, a response over the threshold, a response under the sketch's smallest
+        bin."""
         n = len(rts)
-        if endpoint is None:
-            self.malformed += n
-            return
-        if bucket < self.oldest_bucket:
-            self.delta.count(self.now_bucket, "too_old", n)
-            return
         acc = self.delta.api.get((bucket, endpoint))
         if acc is None:
             acc = self.delta.api[bucket, endpoint] = ApiAcc()
@@ -480,9 +436,7 @@ class _Folder:
         if maybe_zero:
             _count_into(acc.bins, map(bin_of, rts))
         else:
-            _count_into(
-                acc.bins, map(math.ceil, map(mul, map(math.log, rts), repeat(INV_LOG_GAMMA)))
-            )
+            _count_into(acc.bins, map(math.ceil, map(INV_LOG_GAMMA.__mul__, map(math.log, rts))))
 
     def payment(
         self, names: Sequence[bytes], counts: Runs, ts: Sequence[float], amounts: Sequence[float]
@@ -549,7 +503,8 @@ class _Folder:
                 kind = line[:2]
                 if kind == b"a|":
                     _, ts_b, rt_b, st_b, name_b = line.split(b"|", 4)
-                    event = (float(ts_b), float(rt_b), int(st_b))
+                    status = int(st_b)
+                    event = (float(ts_b), float(rt_b), status if 0 <= status <= 0xFFFF else 0)
                 elif kind == b"p|":
                     _, ts_b, amount_b, name_b = line.split(b"|", 3)
                     event = (float(ts_b), float(amount_b), 0)
@@ -572,25 +527,19 @@ class _Folder:
 
     def finish(self) -> Delta:
         delta = self.delta
+        for name_b, (ts, rts, sts) in self.api_gathered.items():
+            endpoint = self.name(name_b)
+            if endpoint is None:
+                self.malformed += len(ts)
+            else:
+                self._api_endpoint(endpoint, ts, rts, sts)
+        self.api_gathered.clear()
         delta.events += sum(acc.count for acc in delta.api.values())
         delta.events += sum(pay.count for pay in delta.pay.values())
         if self.malformed:
             delta.count(self.now_bucket, "malformed", self.malformed)
             log.warning("skipped %d malformed raw entries", self.malformed)
         return delta
-
-
-def _picked(mask: list[bool], *columns: Sequence[float]) -> list[list[float]]:
-    return [list(compress(column, mask)) for column in columns]
-
-
-def _kept_runs(counts: Runs, ok: list[bool]) -> list[int]:
-    """Run lengths once the events not ``ok`` are left out."""
-    kept, at = [], 0
-    for n in counts:
-        kept.append(ok[at : at + n].count(True))
-        at += n
-    return kept
 
 
 _ESCAPE = re.compile(rb"\\(.)", re.S)

@@ -12,7 +12,6 @@ from monitor_worker.windows import (
     ZERO_BIN,
     Delta,
     Window,
-    _Folder,
     bin_of,
     bin_value,
     bucket_of,
@@ -314,16 +313,41 @@ def test_runs_over_many_buckets_future_and_too_old(spread_buckets: int) -> None:
     assert delta.counters == {(b, "too_old"): 1}
 
 
+def _reference_fold(
+    evs: list[tuple[float, str, float, int]], oldest_bucket: int
+) -> tuple[dict[tuple[int, str], tuple[int, int, int, dict[int, int]]], int]:
+    """What folding these requests must give, computed event by event: per (bucket, endpoint)
+    count, errors, at-or-below 2 s and bins; and how many were too old."""
+    out: dict[tuple[int, str], tuple[int, int, int, dict[int, int]]] = {}
+    too_old = 0
+    for ts, ep, rt, status in evs:
+        bucket = min(bucket_of(ts), bucket_of(NOW))
+        if bucket < oldest_bucket:
+            too_old += 1
+            continue
+        count, errors, below, bins = out.get((bucket, ep), (0, 0, 0, {}))
+        bins[bin_of(rt)] = bins.get(bin_of(rt), 0) + 1
+        out[bucket, ep] = (count + 1, errors + (status >= 500), below + (rt <= 2.0), bins)
+    return dict(sorted(out.items())), too_old
+
+
+@pytest.mark.parametrize("order", ["in-time-order", "shuffled"])
 @pytest.mark.parametrize("span_s", [0.5, 150.0, 3000.0])
-def test_column_passes_and_event_by_event_agree(span_s: float) -> None:
-    evs = sorted(_random_events(2_000, seed=5, span_s=span_s), key=lambda e: e[1])
-    names = sorted({e[1] for e in evs})
-    columns = [[e[k] for e in evs] for k in (0, 2, 3)]
-    counts = [sum(1 for e in evs if e[1] == n) for n in names]
-    folded = []
-    for path in ("api", "_api_events"):
-        folder = _Folder(NOW, 500, 2.0, bucket_of(NOW) - 30)
-        getattr(folder, path)([n.encode() for n in names], counts, *columns)
-        folded.append(folder.finish())
-    assert _totals(folded[0]) == _totals(folded[1])
-    assert folded[0].counters == folded[1].counters
+def test_fold_agrees_with_an_event_by_event_reference(span_s: float, order: str) -> None:
+    """Columns gathered per endpoint over many chunks, put in time order when they are not,
+    cut into buckets by binary search: the same counts as folding each event on its own,
+    future events in the current bucket, old ones counted as too old."""
+    evs = _random_events(2_000, seed=5, span_s=span_s, endpoints=12)
+    evs += [(NOW + 3600, "/a/", 0.1, 500), (NOW - 86_400, "/c/", 0.1, 200)]
+    evs.sort(key=lambda e: e[0])
+    if order == "shuffled":
+        random.Random(9).shuffle(evs)
+    oldest = bucket_of(NOW) - 30
+    delta = _fold_all([_chunk(evs[i : i + 150]) for i in range(0, len(evs), 150)], oldest)
+    expected, too_old = _reference_fold(evs, oldest)
+    assert _totals(delta) == expected
+    assert delta.counters == {(bucket_of(NOW), "too_old"): too_old}
+    assert too_old >= 1
+    for (bucket, ep), acc in delta.api.items():
+        in_bucket = [e for e in evs if min(bucket_of(e[0]), bucket_of(NOW)) == bucket]
+        assert acc.sum_s == pytest.approx(sum(e[2] for e in in_bucket if e[1] == ep), rel=1e-12)
