@@ -1,5 +1,5 @@
 """Where the time of the pipeline goes, per event: flush (take from the buffer, encode,
-push) and drain (claim, fold, apply), for events stamped over the last hour and for live
+push) and drain (claim, fold, records, apply), for events stamped over the last hour and for live
 events (all in the current minute), plus the top functions of a cProfile of the hour-spread
 drain.
 
@@ -8,13 +8,15 @@ runs on this thread) is filled with the items ``track_api_request`` appends, and
 ``Tracker.flush()`` takes, encodes and pushes them in 2,000-event batches. Its CPU time
 (``time.thread_time``: this thread only, not the Redis server's) is what the flusher thread
 costs the app process per event. The drain is ``Aggregator.drain`` with its steps timed by
-a subclass.
+a subclass; APPLY runs in the drain's applying thread while the next batch is claimed and
+folded, so the steps add up to more than the drain.
 
     .venv/bin/python bench/profile_pipeline.py [--quick]
 """
 
 from __future__ import annotations
 
+import copy
 import cProfile
 import io
 import pstats
@@ -41,6 +43,17 @@ class TimedAggregator(Aggregator):
         super().__init__(client, settings)
         self.seconds: defaultdict[str, float] = defaultdict(float)
         self.records = 0
+        self.scripts = copy.copy(self.scripts)  # this aggregator's own, its APPLY timed
+        script = self.scripts.apply
+
+        def timed_apply(**kwargs: Any) -> Any:  # runs in the drain's applying thread
+            t0 = time.perf_counter()
+            try:
+                return script(**kwargs)
+            finally:
+                self.seconds["apply"] += time.perf_counter() - t0
+
+        self.scripts.apply = timed_apply  # type: ignore[assignment]
 
     def _claim(self, sk: ShardKeys) -> tuple[str | None, list[bytes], bool]:
         t0 = time.perf_counter()
@@ -56,12 +69,13 @@ class TimedAggregator(Aggregator):
         self.records += len(delta.api)
         return delta
 
-    def _apply(self, sk: ShardKeys, batch_id: str, entries: Sequence[bytes], now: float) -> int:
+    def _apply_call(
+        self, sk: ShardKeys, batch_id: str, entries: Sequence[bytes], now: float
+    ) -> dict[str, list[Any]]:
         t0 = time.perf_counter()
-        try:
-            return super()._apply(sk, batch_id, entries, now)
-        finally:
-            self.seconds["apply"] += time.perf_counter() - t0
+        call = super()._apply_call(sk, batch_id, entries, now)
+        self.seconds["arguments"] += time.perf_counter() - t0  # fold included, taken out below
+        return call
 
 
 def items(n: int, spread_s: float) -> list[tuple[Any, ...]]:
@@ -128,7 +142,8 @@ def main() -> int:
 
     common.print_table(
         f"µs per event, {n:,} events over 100 endpoints, 8 shards (drain steps: claim = "
-        "CLAIM script + reply parsing, fold = Python, apply = records + APPLY script)",
+        "CLAIM script + reply parsing, fold = Python, records = APPLY's arguments, apply = "
+        "APPLY script, in a thread, overlapping the next claim and fold)",
         (
             "timestamps",
             "flush (wall)",
@@ -136,8 +151,9 @@ def main() -> int:
             "drain",
             "claim",
             "fold",
-            "apply - fold",
             "records",
+            "apply",
+            "records (api)",
             "µs/record in apply",
         ),
         [
@@ -148,9 +164,10 @@ def main() -> int:
                 us(r, r["drain"]),
                 us(r, r["claim"]),
                 us(r, r["fold"]),
-                us(r, r["apply"] - r["fold"]),
+                us(r, r["arguments"] - r["fold"]),
+                us(r, r["apply"]),
                 f"{r['records']:,}",
-                f"{(r['apply'] - r['fold']) / r['records'] * 1e6:.1f}",
+                f"{r['apply'] / r['records'] * 1e6:.1f}",
             )
             for r in rows
         ],
@@ -159,8 +176,8 @@ def main() -> int:
     print(profiled["profile"])
     spread = rows[0]
     report.figure(
-        "drain µs/event hour-spread: APPLY share",
-        f"{(spread['apply'] - spread['fold']) / spread['drain'] * 100:.0f} %",
+        "drain µs/event hour-spread: APPLY time / drain time",
+        f"{spread['apply'] / spread['drain'] * 100:.0f} %",
     )
     cpu = spread["flush_cpu"] / spread["n"] * 1e6
     report.figure("flusher CPU µs/event (take, encode, push)", f"{cpu:.2f}", "≤ 0.8", cpu <= 0.8)

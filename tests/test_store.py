@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import copy
+import dataclasses
+import gc
 import math
 import multiprocessing
 import random
@@ -434,4 +437,79 @@ def test_totals_count_every_applied_event_once(settings: Settings) -> None:
     assert totals["requests"] == {"/totals/": 20} and totals["errors"] == {"/totals/": 4}
     assert totals["payment_failures"] == {"Card declined": 1}
     assert monitor.get_metrics_summary()["api"]["/totals/"]["total_requests"] == 10
+    monitor.close()
+
+
+def test_pipelined_drain_applies_every_batch_once(settings: Settings) -> None:
+    """Many batches per shard: Redis applies one while the next is folded; every batch is
+    counted exactly once, and the cycle collector is back on afterwards."""
+    small = dataclasses.replace(settings, aggregate_batch=200, flush_batch=50)
+    now = time.time()
+    events = _generate(6_000, now, seed=11)
+    monitor = MetricsMonitor(settings=small)
+    _track(monitor, events)
+    assert monitor.flush(timeout=10)
+    applied: list[str] = []
+    agg = Aggregator(connect(small), small)
+    agg.scripts = copy.copy(agg.scripts)
+    apply = agg.scripts.apply
+
+    def recording_apply(**call: Any) -> Any:
+        applied.append(call["args"][1])
+        return apply(**call)
+
+    agg.scripts.apply = recording_apply  # type: ignore[assignment]
+    result = agg.drain()
+    assert result.events == len(events)
+    assert result.batches == len([b for b in applied if b]) >= 20
+    assert len(set(applied) - {""}) == result.batches  # no batch applied twice
+    assert gc.isenabled()
+    _assert_matches(monitor.get_metrics_summary(now=now), _reference(events, now))
+    assert pending_count(connect(small), small) == 0
+    monitor.close()
+
+
+@pytest.mark.parametrize("failing", ["apply", "fold"])
+def test_a_failed_step_raises_from_the_drain_and_loses_nothing(
+    settings: Settings, failing: str
+) -> None:
+    """An APPLY that fails (in the applying thread) or a fold that fails (in the draining
+    one) ends the drain with that error; the batches claimed by then stay leased and are
+    taken over once their leases run out, each counted once."""
+    small = dataclasses.replace(settings, aggregate_batch=300, flush_batch=50)
+    now = time.time()
+    events = _generate(4_000, now, seed=12)
+    monitor = MetricsMonitor(settings=small)
+    _track(monitor, events)
+    assert monitor.flush(timeout=10)
+    client = connect(small)
+    agg = Aggregator(client, small)
+    agg.scripts = copy.copy(agg.scripts)
+    calls = 0
+
+    def third_call_fails(real: Any) -> Any:
+        def step(*args: Any, **kwargs: Any) -> Any:
+            nonlocal calls
+            calls += 1
+            if calls == 3:
+                raise redis.ConnectionError("the store went away")
+            return real(*args, **kwargs)
+
+        return step
+
+    if failing == "apply":
+        agg.scripts.apply = third_call_fails(agg.scripts.apply)  # type: ignore[assignment]
+    else:
+        agg._apply_call = third_call_fails(agg._apply_call)  # type: ignore[method-assign]
+    with pytest.raises(redis.ConnectionError, match="went away"):
+        agg.drain()
+    assert gc.isenabled()
+    assert pending_count(client, small) > 0
+    for sk in Keys(small.key_prefix, small.shards).all_shards():  # the leases run out
+        for member in client.zrange(sk.leases, 0, -1):
+            client.zadd(sk.leases, {member: 0})
+    result = Aggregator(client, small).drain()
+    assert result.reclaimed >= 1
+    assert pending_count(client, small) == 0
+    _assert_matches(monitor.get_metrics_summary(now=now), _reference(events, now))
     monitor.close()
