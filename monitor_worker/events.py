@@ -28,7 +28,7 @@ array copies instead of formatting every event, and the aggregator folds a run a
 Doubles round-trip exactly; names are any text (length-prefixed, never escaped). A buffered
 item is ``(kind, ts, name, *values)``: a new kind adds its tag and value typecodes to
 ``KIND_VALUES``, and a fold method taking ``(names, run lengths, ts, *value columns)`` to
-``windows._Folder.block_folders``; an aggregator that does not know a kind skips its blocks
+``fold._Folder.block_folders``; an aggregator that does not know a kind skips its blocks
 and counts their events as malformed.
 
 The previous version's elements are text lines, the free-text field last (``\\`` and
@@ -38,7 +38,7 @@ newlines escaped), either one per element or as a chunk ``b|<count>`` then one p
     p|<ts>|<amount>|<reason>
     o|<ts>|<count>
 
-``windows.fold`` still reads them (rolling upgrades: workers first, then apps).
+``fold.fold`` still reads them (rolling upgrades: workers first, then apps).
 """
 
 from __future__ import annotations

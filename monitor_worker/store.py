@@ -29,6 +29,7 @@ from redis.retry import Retry
 from . import scripts
 from .config import Settings, redact_url
 from .events import element_count
+from .fold import fold
 from .keys import (
     LEASE_MS,
     PUSH_DEDUPE_TTL_S,
@@ -53,7 +54,6 @@ from .windows import (
     bucket_of,
     cap_names,
     cap_sections,
-    fold,
     format_bins,
     window_start,
 )

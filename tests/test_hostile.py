@@ -25,9 +25,10 @@ from hypothesis import strategies as st
 
 from monitor_worker.config import Settings
 from monitor_worker.events import check_api, check_payment, check_timestamp, encode_payment
+from monitor_worker.fold import fold
 from monitor_worker.keys import Keys
 from monitor_worker.monitor import MetricsMonitor
-from monitor_worker.windows import bucket_of, fold, window_start
+from monitor_worker.windows import bucket_of, window_start
 
 API_ARGS = ("endpoint", "response_time", "status_code", "timestamp")
 PAY_ARGS = ("reason", "amount", "timestamp")

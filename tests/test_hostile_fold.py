@@ -1,4 +1,4 @@
-"""Fuzzing the raw-list decoder: windows.fold alone, and the aggregator on a real Redis.
+"""Fuzzing the raw-list decoder: fold.fold alone, and the aggregator on a real Redis.
 
 Every bad entry is skipped and counted as malformed; every good entry around them is counted
 exactly; nothing crashes, in Python or in the store's scripts.
@@ -21,9 +21,10 @@ from hypothesis import strategies as st
 
 from monitor_worker.config import Settings
 from monitor_worker.events import API, element_count, encode_chunk, encode_runs
+from monitor_worker.fold import fold
 from monitor_worker.keys import Keys
 from monitor_worker.monitor import MetricsMonitor
-from monitor_worker.windows import bucket_of, fold
+from monitor_worker.windows import bucket_of
 
 NOW = 1_729_411_230.0
 INT64_MAX = 2**63 - 1

@@ -12,9 +12,10 @@ import redis
 
 from monitor_worker.config import Settings
 from monitor_worker.events import encode_chunk, encode_runs, task_name
+from monitor_worker.fold import fold
 from monitor_worker.keys import Keys
 from monitor_worker.monitor import MetricsMonitor
-from monitor_worker.windows import bin_of, bucket_of, fold
+from monitor_worker.windows import bin_of, bucket_of
 
 pytestmark = pytest.mark.timeout(60)
 

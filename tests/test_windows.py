@@ -8,6 +8,7 @@ import random
 import pytest
 
 from monitor_worker import events
+from monitor_worker.fold import fold
 from monitor_worker.windows import (
     ZERO_BIN,
     Delta,
@@ -16,7 +17,6 @@ from monitor_worker.windows import (
     bin_value,
     bucket_of,
     cap_names,
-    fold,
     quantile,
     window_start,
 )
