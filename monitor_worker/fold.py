@@ -138,7 +138,7 @@ class _Folder:
         self.api_gathered: dict[bytes, tuple[array[float], array[float], array[int]]] = {}
         self.block_folders: dict[str, Callable[..., None]] = {
             API: self.api,
-            PAYMENT: self.payment,
+            PAYMENT: _bound(self.named_events, self.name, _fold_payment),
             **{
                 kind: _bound(self.named_events, name_of, fold_event)
                 for kind, (name_of, fold_event) in _EVENT_FOLDERS.items()
@@ -265,29 +265,6 @@ class _Folder:
         else:
             _count_into(acc.bins, map(math.ceil, map(INV_LOG_GAMMA.__mul__, map(math.log, rts))))
 
-    def payment(
-        self, names: Sequence[bytes], counts: Runs, ts: Sequence[float], amounts: Sequence[float]
-    ) -> None:
-        """Payment failures (few): event by event."""
-        at = 0
-        for name_b, n in zip(names, counts, strict=True):
-            reason = self.name(name_b)
-            for i in range(at, at + n):
-                t, amount = ts[i], amounts[i]
-                if reason is None or not (0.0 <= amount <= MAX_AMOUNT and 0.0 < t < 1e11):
-                    self.malformed += 1
-                    continue
-                bucket = self.bucket(t)
-                if bucket < self.oldest_bucket:
-                    self.delta.count(self.now_bucket, "too_old")
-                    continue
-                pay = self.delta.pay.get((bucket, reason))
-                if pay is None:
-                    pay = self.delta.pay[bucket, reason] = PayAcc()
-                pay.count += 1
-                pay.amount += amount
-            at += n
-
     def named_events(
         self,
         name_of: Callable[[bytes], Any],
@@ -297,8 +274,8 @@ class _Folder:
         ts: Sequence[float],
         *columns: Sequence[Any],
     ) -> None:
-        """The kinds beyond requests and payments, event by event: ``name_of`` decodes a
-        run's name once (None: malformed), ``fold_event`` checks and folds one event."""
+        """The kinds beyond requests, event by event: ``name_of`` decodes a run's name once
+        (None: malformed), ``fold_event`` checks and folds one event."""
         at = 0
         for name_b, n in zip(names, counts, strict=True):
             name, end = name_of(name_b), at + n
@@ -345,7 +322,7 @@ class _Folder:
                 self.malformed += 1
                 continue
             runs[kind[:1]].setdefault(name_b, []).append(event)
-        for kind, fold_block in ((b"a", self.api), (b"p", self.payment)):
+        for kind, fold_block in ((b"a", self.api), (b"p", self.block_folders[PAYMENT])):
             if runs[kind]:
                 names = [_unescaped(name_b) for name_b in runs[kind]]
                 counts = [len(events) for events in runs[kind].values()]
@@ -443,6 +420,16 @@ def _fold_task(
         _observe(stats, "tw", "tx", "tb", wait)
         if queue:
             _observe(per_queue, "uw", "ux", "ub", wait)
+
+
+def _fold_payment(delta: Delta, bucket: int, reason: str, amount: float) -> None:
+    if not 0.0 <= amount <= MAX_AMOUNT:
+        raise ValueError("amount out of range")
+    pay = delta.pay.get((bucket, reason))
+    if pay is None:
+        pay = delta.pay[bucket, reason] = PayAcc()
+    pay.count += 1
+    pay.amount += amount
 
 
 def _fold_query(delta: Delta, bucket: int, alias: str, duration: float, ok: int) -> None:

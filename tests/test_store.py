@@ -440,18 +440,26 @@ def test_totals_count_every_applied_event_once(settings: Settings) -> None:
     monitor.close()
 
 
-def test_pipelined_drain_applies_every_batch_once(settings: Settings) -> None:
-    """Many batches per shard: Redis applies one while the next is folded; every batch is
-    counted exactly once, and the cycle collector is back on afterwards."""
+def _many_small_batches(
+    settings: Settings, n: int, seed: int
+) -> tuple[Settings, MetricsMonitor, float, list[tuple[Any, ...]]]:
+    """n events tracked and flushed in chunks of 50, to be claimed in batches of about 200."""
     small = dataclasses.replace(settings, aggregate_batch=200, flush_batch=50)
     now = time.time()
-    events = _generate(6_000, now, seed=11)
+    events = _generate(n, now, seed=seed)
     monitor = MetricsMonitor(settings=small)
     _track(monitor, events)
     assert monitor.flush(timeout=10)
+    return small, monitor, now, events
+
+
+def test_pipelined_drain_applies_every_batch_once(settings: Settings) -> None:
+    """Many batches per shard: Redis applies one while the next is folded; every batch is
+    counted exactly once, and the cycle collector is back on afterwards."""
+    small, monitor, now, events = _many_small_batches(settings, 6_000, seed=11)
     applied: list[str] = []
     agg = Aggregator(connect(small), small)
-    agg.scripts = copy.copy(agg.scripts)
+    agg.scripts = copy.copy(agg.scripts)  # its own, to wrap APPLY
     apply = agg.scripts.apply
 
     def recording_apply(**call: Any) -> Any:
@@ -476,12 +484,7 @@ def test_a_failed_step_raises_from_the_drain_and_loses_nothing(
     """An APPLY that fails (in the applying thread) or a fold that fails (in the draining
     one) ends the drain with that error; the batches claimed by then stay leased and are
     taken over once their leases run out, each counted once."""
-    small = dataclasses.replace(settings, aggregate_batch=300, flush_batch=50)
-    now = time.time()
-    events = _generate(4_000, now, seed=12)
-    monitor = MetricsMonitor(settings=small)
-    _track(monitor, events)
-    assert monitor.flush(timeout=10)
+    small, monitor, now, events = _many_small_batches(settings, 4_000, seed=12)
     client = connect(small)
     agg = Aggregator(client, small)
     agg.scripts = copy.copy(agg.scripts)
