@@ -115,7 +115,8 @@ def run(url: str, n: int, spread_s: float, profile: bool) -> dict[str, Any]:
             prof.disable()
         row["drain"] = time.perf_counter() - t0
         row["drained"] = drained.events
-        row.update(agg.seconds)
+        row.update({step: 0.0 for step in ("claim", "fold", "arguments", "apply")})
+        row.update(agg.seconds)  # (an earlier package under compare.py times fewer steps)
         row["records"] = agg.records
         if prof is not None:
             text = io.StringIO()
@@ -167,7 +168,7 @@ def main() -> int:
                 us(r, r["arguments"] - r["fold"]),
                 us(r, r["apply"]),
                 f"{r['records']:,}",
-                f"{r['apply'] / r['records'] * 1e6:.1f}",
+                f"{r['apply'] / max(1, r['records']) * 1e6:.1f}",
             )
             for r in rows
         ],
