@@ -1,10 +1,11 @@
 """A host app's Celery module, instrumented as the README says; ``test_integration_celery``
 runs a real worker of it. Each attempt of a task increments a Redis counter first, so the
-test can tell when every attempt has run."""
+test can tell when every attempt has run; ``early`` also records when its body started."""
 
 from __future__ import annotations
 
 import os
+import time
 from typing import Any
 
 import redis
@@ -59,6 +60,8 @@ def ignored() -> None:
 @app.task
 def early() -> None:
     _mark("attempts")
+    assert _client is not None
+    _client.set(f"{os.environ['TEST_MARK_PREFIX']}early_started", repr(time.time()))
 
 
 @app.task
