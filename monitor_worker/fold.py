@@ -152,7 +152,7 @@ class _Folder:
         return name
 
     def bucket(self, ts: float) -> int:
-        return min(int(ts // BUCKET_S), self.now_bucket)
+        return min(bucket_of(ts), self.now_bucket)
 
     def api(
         self,
@@ -214,7 +214,7 @@ class _Folder:
             at = bisect_left(ts, self.oldest_bucket * BUCKET_S)
             self.delta.count(now_bucket, "too_old", at)
         while at < n:
-            bucket = int(ts[at] // BUCKET_S)
+            bucket = bucket_of(ts[at])
             if bucket >= now_bucket:  # the rest, stamped in this minute or the future
                 bucket, end = now_bucket, n
             else:

@@ -250,15 +250,15 @@ local function merge_bins(old, add, sign)
   return table.concat(out, ',')
 end
 
--- A histogram field that does not exist yet takes the added bins as they are (every writer
--- sends them summed, with counts > 0; a reader adds up repeated bins anyway).
+-- A histogram field's new value. One that does not exist yet takes the added bins as they are
+-- (every writer sends them summed, with counts > 0; a reader adds up repeated bins anyway).
+local function plus_bins(old, add, sign)
+  if not old and sign > 0 then return add end
+  return merge_bins(old, add, sign)
+end
+
 local function add_bins(key, field, add, sign)
-  local old = redis.call('HGET', key, field)
-  if not old and sign > 0 then
-    if add ~= '' then redis.call('HSET', key, field, add) end
-    return
-  end
-  local merged = merge_bins(old, add, sign)
+  local merged = plus_bins(redis.call('HGET', key, field), add, sign)
   if merged == '' then
     redis.call('HDEL', key, field)
   else
@@ -357,7 +357,7 @@ for _ = 1, tonumber(ARGV[7]) do
     if e > 0 then out[#out + 1] = fe; out[#out + 1] = e end
     local l = (tonumber(old[4]) or 0) + tonumber(ARGV[i + 5])
     if l > 0 then out[#out + 1] = fl; out[#out + 1] = l end
-    local bins = old[5] and merge_bins(old[5], ARGV[i + 6], 1) or ARGV[i + 6]
+    local bins = plus_bins(old[5], ARGV[i + 6], 1)
     if bins ~= '' then out[#out + 1] = fh; out[#out + 1] = bins end
     redis.call('HSET', bkey, unpack(out))
   end
